@@ -1,0 +1,102 @@
+"""One error tree, grouped by what the caller should do.
+
+Exit codes are mapped in one place (`exit_code`): 2 for a user's mistake (usage, configuration,
+input), 1 for a job that failed. Leaf errors also inherit the stdlib type they resemble, carry
+context, and are chained with ``raise ... from``. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CalmMailError(Exception):
+    """Base of every error calm-mail raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(CalmMailError, ValueError):
+    """The command line was wrong (unknown campaign, bad edition key, missing option)."""
+
+    exit_code = 2
+
+
+class ConfigError(CalmMailError, ValueError):
+    """A campaign, rules or template file is wrong. Lists every problem at once."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Iterable[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RuleError(ConfigError):
+    """A rule set names an unknown step or gives a step a bad parameter."""
+
+
+class InputError(CalmMailError, ValueError):
+    """An input file is unreadable, lacks a required column, or has too many bad rows."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class RenderError(CalmMailError):
+    """A template failed to compile or render."""
+
+    exit_code = 2
+
+
+class PreflightError(CalmMailError):
+    """A pre-flight check failed; nothing was sent."""
+
+    exit_code = 1
+
+
+class DeliveryError(CalmMailError):
+    """Sending failed. `retriable` says whether trying again may help."""
+
+    retriable = False
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class RetriableDeliveryError(DeliveryError):
+    """429, 5xx, timeouts and dropped connections: back off and try again."""
+
+    retriable = True
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class FatalDeliveryError(DeliveryError):
+    """401/403 and the like: stop the whole run, every later send would fail too."""
+
+
+class RecipientRejected(DeliveryError):
+    """A 4xx that concerns this one message only (bad address, too large): skip it."""
+
+
+class WebhookError(CalmMailError, ValueError):
+    """An Event Webhook request is malformed or its signature or credentials are wrong."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class LockHeld(CalmMailError):
+    """Another process holds the edition's lock."""

@@ -1,0 +1,236 @@
+"""Typed records that cross stage boundaries.
+
+Slotted, frozen dataclasses with keyword-only fields, validated once in ``__post_init__``.
+Naive datetimes are rejected: every timestamp in calm-mail is timezone-aware (UTC unless said).
+No DataFrame and no loose dict crosses a stage boundary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+def require_aware(name: str, value: datetime | None) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
+
+
+class ContentSource(StrEnum):
+    PERSONALIZE = "personalize"
+    EDITORIAL = "editorial"
+    POPULAR = "popular"
+    HOLDOUT = "holdout"
+
+
+class DeliveryState(StrEnum):
+    PLANNED = "planned"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    """One catalog item (Personalize Items style)."""
+
+    item_id: str
+    content_type: str  # meditation, sleep_story, soundscape, music, masterclass, movement, kids
+    title: str
+    narrator: str
+    duration_s: int
+    language: str  # "en", "es", ... (the locale's language part)
+    level: str  # beginner | intermediate | advanced | all
+    is_kids: bool
+    topics: tuple[str, ...]
+    collection_id: str | None
+    collection_position: int | None
+    created_at: datetime
+    image_url: str
+    deep_link: str
+
+    def __post_init__(self) -> None:
+        require_aware("created_at", self.created_at)
+        if not self.item_id:
+            raise ValueError("item_id is empty")
+        if self.duration_s < 0:
+            raise ValueError("duration_s is negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class User:
+    """One audience row."""
+
+    user_id: str
+    email: str
+    locale: str  # "en-US", "es-ES", ...
+    timezone: str | None  # IANA name; None or invalid -> the campaign's fallback zone
+    preferred_hour: int | None
+    country: str
+    tenure_days: int
+    level: str  # beginner | intermediate | advanced
+    is_kids_profile: bool
+    subscription_status: str  # subscriber | trial | lapsed | free
+    email_opt_in: bool
+    last_active_at: datetime | None
+
+    def __post_init__(self) -> None:
+        require_aware("last_active_at", self.last_active_at)
+        if not self.user_id:
+            raise ValueError("user_id is empty")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recommendation:
+    """One Personalize batch-output line that parsed: the ranked items for a user."""
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    scores: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """One in-app completion."""
+
+    user_id: str
+    item_id: str
+    completed_at: datetime
+
+    def __post_init__(self) -> None:
+        require_aware("completed_at", self.completed_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EditorialPicks:
+    """The editors' ordered "what's new" list for one edition, per locale."""
+
+    edition: str
+    by_locale: Mapping[str, tuple[str, ...]]
+    source: str = ""  # the file it came from, for messages
+
+    def for_locale(self, locale: str) -> tuple[str, ...] | None:
+        return self.by_locale.get(locale)
+
+
+@dataclass(slots=True)
+class SkipCounter:
+    """Counts skipped rows by reason and keeps the first few places (file:line) per reason."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    total: int = 0
+    keep: int = 5
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] += 1
+        places = self.examples.setdefault(reason, [])
+        if len(places) < self.keep:
+            places.append(where)
+
+    def seen(self, n: int = 1) -> None:
+        self.total += n
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def share(self) -> float:
+        return self.skipped / self.total if self.total else 0.0
+
+    def merge(self, other: SkipCounter) -> None:
+        self.total += other.total
+        for reason, n in other.counts.items():
+            self.counts[reason] += n
+            places = self.examples.setdefault(reason, [])
+            places.extend(other.examples.get(reason, [])[: max(0, self.keep - len(places))])
+
+    def as_dict(self) -> dict[str, object]:
+        return {"total": self.total, "skipped": dict(sorted(self.counts.items())),
+                "examples": {k: v for k, v in sorted(self.examples.items())}}
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceStep:
+    """What one rule step did to one user's candidates."""
+
+    step: str
+    dropped: tuple[tuple[str, str], ...] = ()  # (item_id, why)
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedDelivery:
+    """The plan for one user who gets an email (or is held out)."""
+
+    edition: str
+    user_id: str
+    email: str
+    locale: str
+    arm: str
+    source: ContentSource
+    fallback: bool
+    item_ids: tuple[str, ...]
+    send_at: datetime
+    timezone: str
+
+    def __post_init__(self) -> None:
+        require_aware("send_at", self.send_at)
+
+    @property
+    def is_holdout(self) -> bool:
+        return self.source is ContentSource.HOLDOUT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exclusion:
+    """A user who gets no email this edition, and why."""
+
+    edition: str
+    user_id: str
+    reason: str  # no_opt_in, kids_profile, suppressed, inactive, bad_email, locale, ...
+
+
+# --------------------------------------------------------------------------- compose / deliver
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComposedMessage:
+    """One rendered email, ready for a transport."""
+
+    delivery_id: str
+    to_email: str
+    from_email: str
+    from_name: str
+    reply_to: str | None
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    headers: Mapping[str, str]  # List-Unsubscribe, List-Unsubscribe-Post, ...
+    categories: tuple[str, ...]
+    custom_args: Mapping[str, str]  # delivery_id, campaign, edition, arm: no PII
+    send_at: datetime
+    batch_id: str | None = None
+    asm_group_id: int | None = None
+
+    def __post_init__(self) -> None:
+        require_aware("send_at", self.send_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """What a transport says about one accepted message."""
+
+    delivery_id: str
+    message_id: str | None
