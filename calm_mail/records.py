@@ -234,3 +234,46 @@ class SendResult:
 
     delivery_id: str
     message_id: str | None
+
+
+# --------------------------------------------------------------------------- track
+
+
+class EventType(StrEnum):
+    """One normalized vocabulary for SendGrid's Event Webhook (django-anymail style)."""
+
+    PROCESSED = "processed"
+    DROPPED = "dropped"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCED = "bounced"  # hard bounce (SendGrid: event=bounce, type=bounce)
+    BLOCKED = "blocked"  # SendGrid: event=bounce, type=blocked
+    OPENED = "opened"
+    CLICKED = "clicked"
+    SPAM_REPORT = "spam_report"
+    UNSUBSCRIBED = "unsubscribed"
+    GROUP_UNSUBSCRIBED = "group_unsubscribed"
+    GROUP_RESUBSCRIBED = "group_resubscribed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One webhook event, normalized; the raw JSON object is kept verbatim."""
+
+    event_id: str  # SendGrid's sg_event_id (dedup key)
+    event_type: EventType
+    email: str
+    occurred_at: datetime
+    delivery_id: str | None  # from custom_args; joins the event to the ledger
+    campaign: str | None
+    edition: str | None
+    arm: str | None
+    message_id: str | None  # sg_message_id
+    machine_open: bool = False  # Apple Mail Privacy Protection
+    url: str | None = None
+    reason: str | None = None
+    raw: str = "{}"
+
+    def __post_init__(self) -> None:
+        require_aware("occurred_at", self.occurred_at)

@@ -1,0 +1,32 @@
+# calm-mail: `make demo` and `make test` work on a fresh clone with nothing but Python 3.11+.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean install
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/calm-mail demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check calm_mail tests
+	$(BIN)/ruff format --check calm_mail tests
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m calm_mail.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) data out .bench *.egg-info calm_mail.db

@@ -1,0 +1,89 @@
+"""The command line: the product's face.
+
+Commands are looked up lazily by name (click's LazyGroup pattern) so `calm-mail --help` stays
+fast and each stage owns its command module. Every CalmMailError is turned into one clear
+paragraph and its exit code here, in one place: 2 for a user's mistake, 1 for a failed job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from calm_mail.errors import CalmMailError
+
+# name -> "module:attribute" of a click command or group.
+COMMANDS: dict[str, str] = {
+    "demo": "calm_mail.commands:demo",
+    "data": "calm_mail.inputs.commands:data",
+    "validate": "calm_mail.commands:validate",
+    "plan": "calm_mail.commands:plan",
+    "preview": "calm_mail.preview.commands:preview",
+    "run": "calm_mail.commands:run",
+    "status": "calm_mail.commands:status",
+    "cancel": "calm_mail.commands:cancel",
+    "history": "calm_mail.commands:history",
+    "events": "calm_mail.track.commands:events",
+    "completions": "calm_mail.track.commands:completions",
+    "suppressions": "calm_mail.store.commands:suppressions",
+    "report": "calm_mail.analyze.commands:report",
+    "schedule": "calm_mail.commands:schedule",
+    "sandbox": "calm_mail.sandbox.commands:sandbox",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("calm_mail"):
+                return _unavailable(cmd_name)
+            raise
+        command = getattr(module, attr, None)
+        return command if isinstance(command, click.Command) else _unavailable(cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CalmMailError as exc:
+            click.echo(f"calm-mail: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _unavailable(name: str) -> click.Command:
+    @click.command(name, help="(not available in this build)")
+    def missing() -> None:
+        raise click.UsageError(f"'{name}' is not available in this build")
+
+    return missing
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="CALM_MAIL_ROOT", type=click.Path(file_okay=False),
+              help="Project folder holding campaigns/, templates/, rules/ (default: .).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="calm-mail")
+@click.pass_context
+def main(ctx: click.Context, root: str | None, verbose: int) -> None:
+    """Build, send and measure the Weekly Winddown email."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    ctx.ensure_object(dict)
+    ctx.obj["root"] = root
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
