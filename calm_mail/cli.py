@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "completions": "calm_mail.track.commands:completions",
     "suppressions": "calm_mail.store.commands:suppressions",
     "report": "calm_mail.analyze.commands:report",
-    "schedule": "calm_mail.commands:schedule",
+    "schedule": "calm_mail.ops.commands:schedule",
     "sandbox": "calm_mail.sandbox.commands:sandbox",
 }
 
@@ -71,16 +71,21 @@ def _unavailable(name: str) -> click.Command:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", envvar="CALM_MAIL_ROOT", type=click.Path(file_okay=False),
-              help="Project folder holding campaigns/, templates/, rules/ (default: .).")
+@click.option(
+    "--root",
+    envvar="CALM_MAIL_ROOT",
+    type=click.Path(file_okay=False),
+    help="Project folder holding campaigns/, templates/, rules/ (default: .).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="calm-mail")
 @click.pass_context
 def main(ctx: click.Context, root: str | None, verbose: int) -> None:
     """Build, send and measure the Weekly Winddown email."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     ctx.ensure_object(dict)
     ctx.obj["root"] = root
 

@@ -153,8 +153,11 @@ class SkipCounter:
             places.extend(other.examples.get(reason, [])[: max(0, self.keep - len(places))])
 
     def as_dict(self) -> dict[str, object]:
-        return {"total": self.total, "skipped": dict(sorted(self.counts.items())),
-                "examples": {k: v for k, v in sorted(self.examples.items())}}
+        return {
+            "total": self.total,
+            "skipped": dict(sorted(self.counts.items())),
+            "examples": {k: v for k, v in sorted(self.examples.items())},
+        }
 
 
 # --------------------------------------------------------------------------- plan

@@ -1,0 +1,1 @@
+"""deliver: transports (SendGrid, outbox, null) and the exactly-once send engine."""

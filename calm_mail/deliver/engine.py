@@ -1,0 +1,259 @@
+"""The exactly-once send engine.
+
+Every delivery is a ledger row moving planned -> claimed -> sent | failed | skipped. The engine
+claims a chunk, composes and sends each row with bounded concurrency at a steady rate, and
+records each outcome. What a crash can leave behind is a claimed row whose request may or may
+not have reached SendGrid; the engine never resends those itself (see `reconcile`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from calm_mail.deliver.ratelimit import RateLimiter
+from calm_mail.deliver.sendgrid import UnknownFate
+from calm_mail.deliver.transport import Transport
+from calm_mail.errors import (
+    CalmMailError,
+    DeliveryError,
+    FatalDeliveryError,
+    RecipientRejected,
+    RetriableDeliveryError,
+)
+from calm_mail.records import ComposedMessage, ContentSource, PlannedDelivery
+
+log = logging.getLogger(__name__)
+
+
+class Row(Protocol):
+    """What the engine reads of a claimed ledger row (store.DeliveryRow)."""
+
+    delivery_id: str
+    user_id: str
+    email: str
+    locale: str
+    arm: str
+    source: str
+    fallback: bool
+    item_ids: tuple[str, ...]
+    send_at: datetime
+    timezone: str
+
+
+class DeliveryLedger(Protocol):
+    def claim(
+        self, edition_id: int, *, worker: str, limit: int, shard: tuple[int, int] | None = None
+    ) -> Sequence[Row]: ...
+    def mark_sent(self, delivery_id: str, *, message_id: str | None) -> object: ...
+    def mark_failed(self, delivery_id: str, *, error: str, retriable: bool) -> object: ...
+    def release_claims(self, delivery_ids: Sequence[str]) -> object: ...
+    def get_edition_state(self, edition_id: int) -> str | None: ...
+
+
+class Composer(Protocol):
+    def compose(self, delivery: PlannedDelivery, delivery_id: str) -> ComposedMessage: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    max_rate: float = 500.0
+    concurrency: int = 32
+    max_tries: int = 6
+    base_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    chunk: int = 512
+    limit: int | None = None
+    shard: tuple[int, int] | None = None
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def backoff(self, attempt: int, hint: float | None) -> float:
+        """Exponential backoff with full jitter; a server's Retry hint wins when longer."""
+        ceiling = min(self.max_backoff_s, self.base_backoff_s * 2 ** (attempt - 1))
+        return max(hint or 0.0, random.uniform(ceiling / 2, ceiling))
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one run did, for the summary, `status` and the alert."""
+
+    sent: Counter[str] = field(default_factory=Counter)  # by arm
+    failed: Counter[str] = field(default_factory=Counter)  # by reason
+    unknown: int = 0
+    retried: int = 0
+    released: int = 0
+    stopped: str | None = None  # why the run stopped early
+
+    @property
+    def total_sent(self) -> int:
+        return sum(self.sent.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    row: Row
+    kind: str  # sent | failed | retry | unknown | release
+    detail: str | None = None
+
+
+def to_planned(row: Row, edition: str) -> PlannedDelivery:
+    return PlannedDelivery(
+        edition=edition,
+        user_id=row.user_id,
+        email=row.email,
+        locale=row.locale,
+        arm=row.arm,
+        source=ContentSource(row.source),
+        fallback=row.fallback,
+        item_ids=row.item_ids,
+        send_at=row.send_at,
+        timezone=row.timezone,
+    )
+
+
+class Engine:
+    """Sends one edition's planned rows through a transport; safe to run in several processes."""
+
+    def __init__(
+        self,
+        ledger: DeliveryLedger,
+        composer: Composer,
+        transport: Transport,
+        *,
+        edition_id: int,
+        edition: str,
+        batch_id: str | None,
+        config: EngineConfig,
+        on_progress: Callable[[Tally, int], None] | None = None,
+    ):
+        self.ledger = ledger
+        self.composer = composer
+        self.transport = transport
+        self.edition_id = edition_id
+        self.edition = edition
+        self.batch_id = batch_id
+        self.config = config
+        self.tally = Tally()
+        self.limiter = RateLimiter(config.max_rate)
+        self.semaphore = asyncio.Semaphore(config.concurrency)
+        self._on_progress = on_progress
+        self._stop: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Finish in-flight sends, claim nothing more (SIGTERM, cancel, fatal error)."""
+        self._stop = self._stop or reason
+
+    async def run(self) -> Tally:
+        remaining = self.config.limit
+        while self._stop is None and (remaining is None or remaining > 0):
+            state = await asyncio.to_thread(self.ledger.get_edition_state, self.edition_id)
+            if state in ("cancelled", "paused"):
+                self.stop(f"edition {state}")
+                break
+            size = self.config.chunk if remaining is None else min(self.config.chunk, remaining)
+            rows = await asyncio.to_thread(
+                self.ledger.claim,
+                self.edition_id,
+                worker=self.config.worker,
+                limit=size,
+                shard=self.config.shard,
+            )
+            if not rows:
+                break
+            outcomes = await asyncio.gather(*(self._deliver(row) for row in rows))
+            await asyncio.to_thread(self._record, outcomes)
+            if remaining is not None:
+                remaining -= len(rows)
+            if any(o.kind == "retry" for o in outcomes):
+                self.stop("retries exhausted: the provider keeps refusing; re-run to resume")
+        self.tally.stopped = self._stop
+        return self.tally
+
+    async def _deliver(self, row: Row) -> Outcome:
+        if self._stop is not None:
+            return Outcome(row, "release", self._stop)
+        try:
+            message = self.composer.compose(to_planned(row, self.edition), row.delivery_id)
+        except CalmMailError as exc:
+            return Outcome(row, "failed", f"render: {exc}")
+        if self.batch_id and message.batch_id != self.batch_id:
+            message = _with_batch(message, self.batch_id)
+        return await self._send(row, message)
+
+    async def _send(self, row: Row, message: ComposedMessage) -> Outcome:
+        for attempt in range(1, self.config.max_tries + 1):
+            if self._stop is not None:
+                return Outcome(row, "release", self._stop)
+            await self.limiter.acquire()
+            try:
+                async with self.semaphore:
+                    result = await self.transport.send(message)
+                return Outcome(row, "sent", result.message_id)
+            except UnknownFate as exc:
+                return Outcome(row, "unknown", str(exc))
+            except RetriableDeliveryError as exc:
+                self.tally.retried += 1
+                wait = self.config.backoff(attempt, exc.retry_after)
+                if exc.status == 429:
+                    self.limiter.hold(wait)
+                last = str(exc)
+                await asyncio.sleep(wait)
+            except FatalDeliveryError as exc:
+                self.stop(f"fatal: {exc}")
+                return Outcome(row, "release", str(exc))
+            except RecipientRejected as exc:
+                return Outcome(row, "failed", str(exc))
+            except DeliveryError as exc:  # any other: treat as unknown, never resend blindly
+                return Outcome(row, "unknown", str(exc))
+        return Outcome(row, "retry", last)
+
+    def _record(self, outcomes: Sequence[Outcome]) -> None:
+        release: list[str] = []
+        for outcome in outcomes:
+            row = outcome.row
+            if outcome.kind == "sent":
+                self.ledger.mark_sent(row.delivery_id, message_id=outcome.detail)
+                self.tally.sent[row.arm] += 1
+            elif outcome.kind == "failed":
+                self.ledger.mark_failed(
+                    row.delivery_id, error=outcome.detail or "", retriable=False
+                )
+                self.tally.failed[_reason(outcome.detail)] += 1
+            elif outcome.kind == "retry":
+                self.ledger.mark_failed(row.delivery_id, error=outcome.detail or "", retriable=True)
+                self.tally.failed["retries exhausted (left planned)"] += 1
+            elif outcome.kind == "unknown":
+                # Left claimed on purpose: reconcile() decides from webhook events.
+                self.tally.unknown += 1
+                log.warning(
+                    "delivery %s: fate unknown (%s); left for reconciliation",
+                    row.delivery_id,
+                    outcome.detail,
+                )
+            else:
+                release.append(row.delivery_id)
+        if release:
+            self.ledger.release_claims(release)
+            self.tally.released += len(release)
+        if self._on_progress:
+            self._on_progress(self.tally, len(outcomes))
+
+
+def _reason(detail: str | None) -> str:
+    """A short, countable reason: the status and first message, no addresses."""
+    text = (detail or "unknown").split(";")[0]
+    return text[:120]
+
+
+def _with_batch(message: ComposedMessage, batch_id: str) -> ComposedMessage:
+    from dataclasses import replace
+
+    return replace(message, batch_id=batch_id)

@@ -1,0 +1,279 @@
+"""One edition, end to end: plan -> ledger -> compose -> deliver.
+
+A dry run records its deliveries under the campaign name suffixed `:dry-run`, is reset at each
+start (so re-running it reproduces the same outbox), reads sticky assignments without writing
+them (a dry run is not an exposure), and never touches the real edition's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from calm_mail.campaign import Campaign
+from calm_mail.deliver.engine import Engine, EngineConfig, Tally
+from calm_mail.deliver.outbox import OutboxTransport
+from calm_mail.deliver.reconcile import ReconcileResult, reconcile
+from calm_mail.deliver.sendgrid import DEFAULT_HOST, SendGridTransport
+from calm_mail.deliver.transport import Transport
+from calm_mail.edition import Edition
+from calm_mail.errors import PreflightError, UsageError
+from calm_mail.records import ComposedMessage, PlannedDelivery
+
+SENDGRID_WINDOW = timedelta(hours=72)
+DRY_SUFFIX = ":dry-run"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    dry_run: bool = False
+    outbox: Path | None = None
+    limit: int | None = None
+    max_rate: float | None = None
+    concurrency: int | None = None
+    api_key: str | None = None
+    api_host: str = DEFAULT_HOST
+    stale_after: timedelta = timedelta(minutes=5)
+    grace: timedelta = timedelta(minutes=30)
+    now: datetime | None = None
+    shard: tuple[int, int] | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class RunReport:
+    campaign: str
+    edition: str
+    dry_run: bool
+    planned_new: int
+    tally: Tally
+    reconciled: ReconcileResult | None
+    counts: dict[tuple[str, str], int]
+    state: str
+    seconds: float
+    outbox: Path | None = None
+    plan_summary: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "edition": self.edition,
+            "dry_run": self.dry_run,
+            "state": self.state,
+            "planned_new": self.planned_new,
+            "sent_this_run": dict(self.tally.sent),
+            "failed_this_run": dict(self.tally.failed),
+            "unknown_fate": self.tally.unknown,
+            "retried": self.tally.retried,
+            "stopped": self.tally.stopped,
+            "seconds": round(self.seconds, 3),
+            "counts": {f"{s}/{a}": n for (s, a), n in sorted(self.counts.items())},
+            "reconciled": None
+            if self.reconciled is None
+            else self.reconciled.__dict__
+            if hasattr(self.reconciled, "__dict__")
+            else list(self.reconciled),
+            "outbox": str(self.outbox) if self.outbox else None,
+            "warnings": self.warnings,
+        }
+
+
+class ReadOnlyAssignments:
+    """A dry run reads sticky assignments but records none."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def record_assignments(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def record_experiment(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class ManifestComposer:
+    """Wraps the composer to hand the outbox what the manifest needs (user, source, items)."""
+
+    def __init__(self, composer: Any, outbox: OutboxTransport) -> None:
+        self._composer = composer
+        self._outbox = outbox
+
+    def compose(self, delivery: PlannedDelivery, delivery_id: str) -> ComposedMessage:
+        message: ComposedMessage = self._composer.compose(delivery, delivery_id)
+        self._outbox.manifest_extra[delivery_id] = {
+            "user_id": delivery.user_id,
+            "source": str(delivery.source),
+            "fallback": delivery.fallback,
+            "item_ids": list(delivery.item_ids),
+        }
+        return message
+
+
+def make_transport(campaign: Campaign, options: RunOptions) -> Transport:
+    if options.dry_run:
+        folder = options.outbox or campaign.root / "out" / "outbox"
+        return OutboxTransport(folder)
+    if not options.api_key:
+        raise UsageError(
+            "SENDGRID_API_KEY is not set. Export it (or point SENDGRID_API_HOST at "
+            "`calm-mail sandbox` and use any SG.* key), or use --dry-run to write an outbox."
+        )
+    concurrency = options.concurrency or campaign.schedule.concurrency
+    return SendGridTransport(options.api_key, host=options.api_host, concurrency=concurrency)
+
+
+def check_window(deliveries: list[PlannedDelivery], now: datetime) -> list[str]:
+    """SendGrid refuses send_at more than 72 h ahead; a past send_at goes out at once."""
+    too_early = [d for d in deliveries if d.send_at - now > SENDGRID_WINDOW]
+    late = sum(1 for d in deliveries if d.send_at < now)
+    problems = []
+    if too_early:
+        first = min(d.send_at for d in too_early) - SENDGRID_WINDOW
+        problems.append(
+            f"{len(too_early)} recipients' send time is more than 72 h ahead (SendGrid refuses "
+            f"it); run this edition after {first:%Y-%m-%d %H:%M} UTC"
+        )
+    if late:
+        problems.append(f"{late} recipients' local send time has passed; they get it at once")
+    return problems
+
+
+def run_edition(
+    campaign: Campaign,
+    edition: Edition,
+    ledger: Any,
+    options: RunOptions,
+    *,
+    on_progress: Callable[[Tally, int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> RunReport:
+    """Plan, record and send one edition; re-running sends only what was never sent."""
+    from calm_mail.compose.composer import Composer
+    from calm_mail.plan.planner import plan_edition
+
+    started = time.monotonic()
+    now = options.now or datetime.now(UTC)
+    name = campaign.name + (DRY_SUFFIX if options.dry_run else "")
+    info = ledger.ensure_edition(name, edition.key, experiment=campaign.experiment.name)
+    if info.state == "cancelled":
+        raise UsageError(
+            f"{campaign.name} {edition}: the edition was cancelled; nothing is sent. "
+            "Plan a new edition instead."
+        )
+    if options.dry_run:
+        ledger.delete_deliveries(info.edition_id)
+    store = ReadOnlyAssignments(ledger) if options.dry_run else ledger
+    plan = plan_edition(campaign, edition, store=store, now=now, shard=options.shard)
+    deliveries = list(plan.deliveries)
+    warnings = check_window(deliveries, now) if not options.dry_run else []
+    if not options.dry_run and any("more than 72 h" in w for w in warnings):
+        raise PreflightError(warnings[0])
+    planned_new = ledger.add_planned(info.edition_id, name, deliveries)
+    transport = make_transport(campaign, options)
+    composer: Any = Composer(campaign, plan.catalog, edition)
+    if isinstance(transport, OutboxTransport):
+        composer = ManifestComposer(composer, transport)
+    if on_total:
+        on_total(sum(1 for d in deliveries if not d.is_holdout))
+    reconciled, tally = asyncio.run(
+        _send(campaign, edition, ledger, info, transport, composer, options, now, on_progress)
+    )
+    counts = ledger.counts(info.edition_id)
+    open_rows = sum(n for (state, _), n in counts.items() if state in ("planned", "claimed"))
+    state = (
+        "sent"
+        if open_rows == 0
+        else ("failed" if tally.stopped and "fatal" in tally.stopped else "sending")
+    )
+    current = ledger.get_edition_state(info.edition_id)
+    if current not in ("cancelled", "paused"):
+        ledger.update_edition(info.edition_id, state=state)
+    else:
+        state = current
+    return RunReport(
+        campaign=campaign.name,
+        edition=edition.key,
+        dry_run=options.dry_run,
+        planned_new=planned_new,
+        tally=tally,
+        reconciled=reconciled,
+        counts=counts,
+        state=state,
+        seconds=time.monotonic() - started,
+        outbox=getattr(transport, "folder", None),
+        plan_summary=plan.summary,
+        warnings=warnings,
+    )
+
+
+async def _send(
+    campaign: Campaign,
+    edition: Edition,
+    ledger: Any,
+    info: Any,
+    transport: Transport,
+    composer: Any,
+    options: RunOptions,
+    now: datetime,
+    on_progress: Callable[[Tally, int], None] | None,
+) -> tuple[ReconcileResult | None, Tally]:
+    try:
+        batch_id = info.batch_id
+        if not transport.dry_run and batch_id is None:
+            batch_id = await transport.create_batch()
+            ledger.update_edition(info.edition_id, batch_id=batch_id)
+        reconciled = None
+        if not transport.dry_run:
+            reconciled = reconcile(
+                ledger,
+                info.edition_id,
+                now=now,
+                stale_after=options.stale_after,
+                grace=options.grace,
+            )
+        ledger.update_edition(info.edition_id, state="sending")
+        config = EngineConfig(
+            max_rate=options.max_rate or campaign.schedule.max_rate,
+            concurrency=options.concurrency or campaign.schedule.concurrency,
+            limit=options.limit,
+            shard=options.shard,
+        )
+        engine = Engine(
+            ledger,
+            composer,
+            transport,
+            edition_id=info.edition_id,
+            edition=edition.key,
+            batch_id=batch_id,
+            config=config,
+            on_progress=on_progress,
+        )
+        _stop_on_signals(engine)
+        tally = await engine.run()
+        return reconciled, tally
+    finally:
+        await transport.aclose()
+
+
+def _stop_on_signals(engine: Engine) -> None:
+    """SIGTERM/SIGINT: finish in-flight sends, claim nothing more, leave the ledger consistent."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, engine.stop, f"stopped by {sig.name}")
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            return
+
+
+def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

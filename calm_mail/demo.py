@@ -1,0 +1,87 @@
+"""`calm-mail demo` / `make demo`: the whole loop locally, on the embedded defaults.
+
+1. demo data for the upcoming edition (generated once into data/demo, kept until --regenerate);
+2. `validate` of the shipped campaign;
+3. a dry-run edition into out/outbox (one .eml per recipient + manifest.jsonl);
+4. the same edition sent over HTTP to the local SendGrid sandbox, whose signed Event Webhook
+   posts reach the real receiver, into a demo ledger (data/demo/ledger.db, made anew each time
+   so the demo can be re-run);
+5. simulated in-app completions from the generator's hidden tastes, imported like real ones;
+6. the experiment report (terminal, and out/report.html).
+Steps 4-6 run when their stages are installed in this build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from calm_mail.campaign import load_campaign
+from calm_mail.edition import Edition
+
+CAMPAIGN = "weekly_winddown"
+
+
+def ensure_demo_data(
+    root: Path, *, users: int, seed: int, edition: Edition, regenerate: bool, console: Console
+) -> Path:
+    data = root / "data" / "demo"
+    manifest = data / "manifest.json"
+    if manifest.exists() and not regenerate:
+        meta = orjson.loads(manifest.read_bytes())
+        if (
+            meta.get("edition") == edition.key
+            and meta.get("users") == users
+            and meta.get("seed") == seed
+        ):
+            console.print(f"demo data: {data} (kept; --regenerate to make it again)")
+            return data
+    from calm_mail.inputs.generate import generate_demo_data
+
+    console.print(f"demo data: generating {users} users for {edition} into {data} ...")
+    generate_demo_data(data, users=users, seed=seed, edition=edition)
+    return data
+
+
+def run_demo(
+    root: Path,
+    *,
+    users: int,
+    seed: int,
+    regenerate: bool,
+    console: Console,
+    edition: Edition | None = None,
+) -> dict[str, Any]:
+    from calm_mail.commands import print_run_report
+    from calm_mail.deliver.run import RunOptions, run_edition
+    from calm_mail.store import Ledger
+    from calm_mail.validate import validate_campaign
+
+    edition = edition or Edition.upcoming()
+    ensure_demo_data(
+        root, users=users, seed=seed, edition=edition, regenerate=regenerate, console=console
+    )
+    campaign = load_campaign(CAMPAIGN, root)
+    problems, _ = validate_campaign(campaign, edition)
+    for problem in problems:
+        console.print(f"[yellow]validate: {problem}[/yellow]")
+    console.print(f"validate: {len(problems)} problem(s)")
+
+    ledger_path = root / "data" / "demo" / "ledger.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ledger_path}{suffix}").unlink(missing_ok=True)
+    outbox = root / "out" / "outbox"
+    with Ledger.connect(f"sqlite:///{ledger_path}") as ledger:
+        report = run_edition(campaign, edition, ledger, RunOptions(dry_run=True, outbox=outbox))
+        print_run_report(report)
+    results: dict[str, Any] = {"dry_run": report.as_dict()}
+    try:
+        from calm_mail.demo_loop import run_live_loop
+    except ImportError:
+        console.print("(the live loop through the SendGrid sandbox is not in this build)")
+        return results
+    results["live"] = run_live_loop(root, campaign, edition, ledger_path, console=console)
+    return results

@@ -1,0 +1,99 @@
+"""`calm-mail validate`: config, inputs, rules and templates, every problem at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import islice
+from typing import Any
+
+from calm_mail.campaign import Campaign
+from calm_mail.edition import Edition
+from calm_mail.errors import CalmMailError
+from calm_mail.records import SkipCounter
+
+
+def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], list[str]]:
+    """Return (problems, notes). Each check runs even when an earlier one failed."""
+    problems: list[str] = []
+    notes: list[str] = [f"campaign file {campaign.path}"]
+    catalog: dict[str, Any] = {}
+
+    def check(label: str, fn: Callable[[], str | list[str] | None]) -> Any:
+        try:
+            result = fn()
+        except CalmMailError as exc:
+            problems.extend(getattr(exc, "problems", None) or [str(exc)])
+            return None
+        except OSError as exc:
+            problems.append(f"{label}: {exc}")
+            return None
+        if isinstance(result, list):
+            problems.extend(result)
+        elif result:
+            notes.append(result)
+        return result
+
+    def read_catalog() -> str:
+        from calm_mail.inputs import read_catalog as reader
+
+        skips = SkipCounter()
+        catalog.update(reader(campaign.input_path("catalog", edition), skips=skips))
+        return f"catalog: {len(catalog)} items ({skips.skipped} bad rows)"
+
+    def audience() -> str:
+        from calm_mail.inputs import iter_audience
+
+        skips = SkipCounter()
+        n = sum(
+            1
+            for _ in islice(
+                iter_audience(campaign.input_path("audience", edition), skips=skips), 1000
+            )
+        )
+        return f"audience: readable ({n} users checked in the first rows)"
+
+    def recommendations() -> str:
+        from calm_mail.inputs import list_prefix
+
+        prefix = campaign.input_path("recommendations", edition)
+        parts = list_prefix(prefix, (".out", ".out.gz"))
+        if not parts:
+            raise_input(f"{prefix}: no Personalize output (*.out) for edition {edition}")
+        return f"personalize output: {len(parts)} part file(s)"
+
+    def editorial() -> str:
+        from calm_mail.inputs import read_editorial
+
+        picks = read_editorial(
+            campaign.input_path("editorial", edition), edition.key, known_items=catalog or None
+        )
+        missing = [loc for loc in campaign.audience.locales if not picks.for_locale(loc)]
+        if missing:
+            raise_input(f"{picks.source}: no editorial list for locale(s) {', '.join(missing)}")
+        return f"editorial list: {len(picks.by_locale)} locales"
+
+    def rules() -> list[str] | str:
+        from calm_mail.plan.rules import check_rules
+
+        found = check_rules(campaign)
+        return found or f"rules: {campaign.rules_path}"
+
+    def templates() -> list[str] | str:
+        from calm_mail.compose.lint import lint_templates
+
+        found = lint_templates(campaign, catalog or None)
+        return found or f"templates: {campaign.template_dir}"
+
+    check("catalog", read_catalog)
+    check("audience", audience)
+    check("recommendations", recommendations)
+    check("editorial", editorial)
+    check("rules", rules)
+    check("templates", templates)
+    return problems, notes
+
+
+def raise_input(message: str) -> None:
+    from calm_mail.errors import InputError
+
+    raise InputError(message)
