@@ -11,7 +11,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,11 +74,7 @@ class RunReport:
             "stopped": self.tally.stopped,
             "seconds": round(self.seconds, 3),
             "counts": {f"{s}/{a}": n for (s, a), n in sorted(self.counts.items())},
-            "reconciled": None
-            if self.reconciled is None
-            else self.reconciled.__dict__
-            if hasattr(self.reconciled, "__dict__")
-            else list(self.reconciled),
+            "reconciled": None if self.reconciled is None else asdict(self.reconciled),
             "outbox": str(self.outbox) if self.outbox else None,
             "warnings": self.warnings,
         }
