@@ -35,18 +35,37 @@ log = logging.getLogger(__name__)
 
 
 class Row(Protocol):
-    """What the engine reads of a claimed ledger row (store.DeliveryRow)."""
+    """What the engine reads of a claimed ledger row (store.DeliveryRow); read-only."""
 
-    delivery_id: str
-    user_id: str
-    email: str
-    locale: str
-    arm: str
-    source: str
-    fallback: bool
-    item_ids: tuple[str, ...]
-    send_at: datetime
-    timezone: str
+    @property
+    def delivery_id(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def locale(self) -> str: ...
+
+    @property
+    def arm(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def fallback(self) -> bool: ...
+
+    @property
+    def item_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def send_at(self) -> datetime: ...
+
+    @property
+    def timezone(self) -> str: ...
 
 
 class DeliveryLedger(Protocol):

@@ -24,7 +24,7 @@ import base64
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -396,6 +396,23 @@ class Ledger:
             for user_id, arm in pairs
         )
         return self._insert_ignore(schema.assignments, rows)
+
+    def experiment_seed(self, experiment: str) -> str | None:
+        """The seed `experiment` was first run with, or None for a new experiment."""
+        t = schema.experiments
+        with self._read() as conn:
+            seed = conn.execute(sa.select(t.c.seed).where(t.c.experiment == experiment)).scalar()
+        return None if seed is None else str(seed)
+
+    def record_experiment(self, experiment: str, seed: str, weights: Mapping[str, float]) -> None:
+        """Remember an experiment's seed and weights; the first write wins."""
+        row = {
+            "experiment": experiment,
+            "seed": seed,
+            "weights": dict(weights),
+            "created_at": self.clock(),
+        }
+        self._insert_ignore(schema.experiments, iter([row]))
 
     # ----------------------------------------------------------------------- deliveries
 

@@ -30,7 +30,12 @@ def _initial(conn: sa.Connection) -> None:
     schema.metadata.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial,)
+def _experiments(conn: sa.Connection) -> None:
+    """Version 2: the seed and weights an experiment was first run with."""
+    schema.experiments.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial, _experiments)
 
 
 def current_version(conn: sa.Connection) -> int:

@@ -199,3 +199,12 @@ edition_log = sa.Table(
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("detail", JSONText()),
 )
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("experiment", sa.String(200), primary_key=True),
+    sa.Column("seed", sa.String(200), nullable=False),
+    sa.Column("weights", JSONText(), nullable=False),
+    _now_column("created_at"),
+)
