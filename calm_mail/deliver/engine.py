@@ -73,6 +73,7 @@ class DeliveryLedger(Protocol):
         self, edition_id: int, *, worker: str, limit: int, shard: tuple[int, int] | None = None
     ) -> Sequence[Row]: ...
     def mark_sent(self, delivery_id: str, *, message_id: str | None) -> object: ...
+    def mark_sent_many(self, sent: Sequence[tuple[str, str | None]]) -> int: ...
     def mark_failed(self, delivery_id: str, *, error: str, retriable: bool) -> object: ...
     def release_claims(self, delivery_ids: Sequence[str]) -> object: ...
     def get_edition_state(self, edition_id: int) -> str | None: ...
@@ -161,7 +162,8 @@ class Engine:
         self.batch_id = batch_id
         self.config = config
         self.tally = Tally()
-        self.limiter = RateLimiter(config.max_rate)
+        # An outbox or null transport is not a provider: nothing to pace.
+        self.limiter = RateLimiter(0 if transport.dry_run else config.max_rate)
         self.semaphore = asyncio.Semaphore(config.concurrency)
         self._on_progress = on_progress
         self._stop: str | None = None
@@ -235,11 +237,12 @@ class Engine:
         return Outcome(row, "retry", last)
 
     def _record(self, outcomes: Sequence[Outcome]) -> None:
+        sent: list[tuple[str, str | None]] = []
         release: list[str] = []
         for outcome in outcomes:
             row = outcome.row
             if outcome.kind == "sent":
-                self.ledger.mark_sent(row.delivery_id, message_id=outcome.detail)
+                sent.append((row.delivery_id, outcome.detail))
                 self.tally.sent[row.arm] += 1
             elif outcome.kind == "failed":
                 self.ledger.mark_failed(
@@ -259,6 +262,7 @@ class Engine:
                 )
             else:
                 release.append(row.delivery_id)
+        self.ledger.mark_sent_many(sent)
         if release:
             self.ledger.release_claims(release)
             self.tally.released += len(release)

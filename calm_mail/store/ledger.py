@@ -519,6 +519,33 @@ class Ledger:
             last_error=None,
         )
 
+    def mark_sent_many(self, sent: Sequence[tuple[str, str | None]]) -> int:
+        """claimed -> sent for many (delivery_id, message_id) pairs in one transaction: the
+        engine's hot path. Rows not claimed are left alone; returns how many moved."""
+        if not sent:
+            return 0
+        d = schema.deliveries
+        now = self.clock()
+        stmt = (
+            sa.update(d)
+            .where(d.c.delivery_id == sa.bindparam("b_id"), d.c.state == DeliveryState.CLAIMED)
+            .values(
+                state=DeliveryState.SENT,
+                message_id=sa.bindparam("b_msg"),
+                sent_at=now,
+                updated_at=now,
+                last_error=None,
+            )
+        )
+        params = [{"b_id": delivery_id, "b_msg": message_id} for delivery_id, message_id in sent]
+        with self._write() as conn:
+            moved = conn.execute(stmt, params).rowcount
+        if moved != len(sent):
+            log.warning(
+                "mark_sent_many: %d of %d rows were not claimed", len(sent) - moved, len(sent)
+            )
+        return int(moved)
+
     def mark_failed(self, delivery_id: str, *, error: str, retriable: bool) -> bool:
         """claimed -> planned (retriable: it is sent again later) or -> failed (final)."""
         target = DeliveryState.PLANNED if retriable else DeliveryState.FAILED
