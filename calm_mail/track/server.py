@@ -1,0 +1,59 @@
+"""Running an ASGI app on uvicorn in a background thread (tests, benches, the demo loop)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from starlette.types import ASGIApp
+
+
+@contextmanager
+def serve_in_thread(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 10.0
+) -> Iterator[str]:
+    """Serve `app` until the block ends; yields the base URL (port 0 picks a free port)."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", ws="none", lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the uvicorn server did not start")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()
+    try:
+        yield f"http://{bound[0]}:{bound[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=startup_timeout_s)
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (for servers in other processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Poll ``base/healthz`` until it answers 200; RuntimeError if the process dies or stalls."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the receiver exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the receiver did not become healthy in time")

@@ -1,0 +1,109 @@
+"""Fixtures for the track stage: a signer, a fake Sink, and the receiver on a real uvicorn."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from calm_mail.records import Event
+from calm_mail.track.receiver import ReceiverConfig, Sink, create_receiver
+from calm_mail.track.server import serve_in_thread
+from calm_mail.track.signer import WebhookSigner
+from tests.s3server import s3_server  # noqa: F401 - re-exported fixture
+
+TS = int(time.time())
+
+
+@dataclass
+class MemorySink:
+    """A fake of the `Sink` protocol; `fail` makes add_events raise like a lost database."""
+
+    events: dict[str, Event] = field(default_factory=dict)
+    suppressions: dict[tuple[str, str], str] = field(default_factory=dict)
+    fail: bool = False
+
+    def add_events(self, events: Sequence[Event]) -> int:
+        if self.fail:
+            raise ConnectionError("database is down")
+        new = [e for e in events if e.event_id not in self.events]
+        self.events.update((e.event_id, e) for e in new)
+        return len(new)
+
+    def add_suppressions(self, rows: Iterable[tuple[str, str, str]]) -> int:
+        before = len(self.suppressions)
+        for email, reason, source in rows:
+            self.suppressions.setdefault((email, reason), source)
+        return len(self.suppressions) - before
+
+    def remove_suppression(self, email: str, reason: str) -> None:
+        self.suppressions.pop((email, reason), None)
+
+
+@dataclass
+class Receiver:
+    """A running receiver: its URL, its signer, and a keep-alive client."""
+
+    url: str
+    signer: WebhookSigner
+    client: httpx.Client
+
+    def post(
+        self,
+        body: bytes,
+        *,
+        timestamp: int | None = None,
+        path: str = "/webhooks/sendgrid",
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+    ) -> httpx.Response:
+        signed = self.signer.headers(body, timestamp) if sign else {}
+        return self.client.post(
+            self.url + path, content=body, headers={**signed, **(headers or {})}
+        )
+
+
+ServeReceiver = Callable[..., AbstractContextManager[Receiver]]
+
+
+@pytest.fixture
+def signer() -> WebhookSigner:
+    return WebhookSigner()
+
+
+@contextmanager
+def running_receiver(sink: Sink, signer: WebhookSigner, **config: Any) -> Iterator[Receiver]:
+    """The receiver app on uvicorn (127.0.0.1, free port), checking `signer`'s signatures."""
+    options: dict[str, Any] = {"public_key": signer.public_key, **config}
+    app = create_receiver(sink, ReceiverConfig(**options))
+    with serve_in_thread(app) as url, httpx.Client(timeout=10) as client:
+        yield Receiver(url, signer, client)
+
+
+@pytest.fixture
+def serve_receiver(signer: WebhookSigner) -> ServeReceiver:
+    """serve_receiver(sink, **ReceiverConfig fields) -> context manager yielding a Receiver."""
+    return lambda sink, **config: running_receiver(sink, signer, **config)
+
+
+def sg_event(n: int, event: str = "delivered", **fields: object) -> dict[str, object]:
+    """A SendGrid-shaped event joined to delivery d<n> of edition 2026-W48."""
+    base: dict[str, object] = {
+        "email": f"user{n}@example.com",
+        "timestamp": TS,
+        "event": event,
+        "sg_event_id": f"ev-{event}-{n}",
+        "sg_message_id": f"msg{n}.filter0001",
+        "delivery_id": f"d{n}",
+        "campaign": "weekly_winddown",
+        "edition": "2026-W48",
+        "arm": "personalized" if n % 2 else "editorial",
+        "category": ["weekly_winddown"],
+    }
+    base.update(fields)
+    return base
