@@ -134,6 +134,36 @@ class Schedule(_Model):
         return value
 
 
+class PersonalizeJob(_Model):
+    """The optional Personalize batch inference step (calm_mail.ops.personalize_job).
+
+    Prefixes take {root} and {edition}, must be s3:// and end in '/'. The output prefix
+    defaults to `inputs.recommendations`, where the planner reads the edition's output.
+    """
+
+    enabled: bool = True
+    solution_version_arn: Annotated[str, Field(pattern=r"^arn:")]
+    role_arn: Annotated[str, Field(pattern=r"^arn:")]
+    filter_arn: Annotated[str | None, Field(pattern=r"^arn:")] = None
+    filter_values: dict[str, str] = Field(default_factory=dict)
+    num_results: Annotated[int, Field(ge=1, le=500)] = 25
+    input_prefix: Annotated[str, Field(pattern=r"^s3://.+/$")]
+    output_prefix: Annotated[str | None, Field(pattern=r"^s3://.+/$")] = None
+    poll_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    timeout_s: Annotated[float, Field(gt=0)] = 3 * 3600.0
+
+
+class Alerts(_Model):
+    """Where run summaries and failure alerts go besides the log (calm_mail.ops.alerts).
+
+    Prefer the environment variable named by `slack_webhook_env`: the URL is a secret.
+    """
+
+    slack_webhook_url: Annotated[str | None, Field(pattern=r"^https?://")] = None
+    slack_webhook_env: str = "CALM_MAIL_SLACK_WEBHOOK_URL"
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+
+
 class CampaignSection(_Model):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
     title: str
@@ -149,6 +179,8 @@ class Campaign(_Model):
     content: Content = Content()
     sender: Sender
     schedule: Schedule = Schedule()
+    personalize: PersonalizeJob | None = None
+    alerts: Alerts = Alerts()
     # Where the campaign was loaded from; not part of the file.
     root: Path = Field(default=Path("."), exclude=True)
     path: Path = Field(default=Path("."), exclude=True)

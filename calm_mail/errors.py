@@ -99,4 +99,6 @@ class WebhookError(CalmMailError, ValueError):
 
 
 class LockHeld(CalmMailError):
-    """Another process holds the edition's lock."""
+    """Another process holds the edition's lock. Exit 3: try again later, nothing is wrong."""
+
+    exit_code = 3

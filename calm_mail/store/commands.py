@@ -119,3 +119,18 @@ def list_(ctx: click.Context, limit: int) -> None:
     for row in rows:
         at = row.created_at.strftime("%Y-%m-%d %H:%M:%SZ")
         click.echo(f"{row.email}\t{row.reason}\t{row.source}\t{at}")
+
+
+@suppressions.command("remove")
+@click.argument("email")
+@click.option("--reason", required=True, help="Which suppression to lift, e.g. blocked.")
+@click.pass_context
+def remove(ctx: click.Context, email: str, reason: str) -> None:
+    """Lift one suppression of an address (e.g. a temporary block), keeping the others."""
+    with _ledger(ctx) as ledger:
+        before = {(s.email, s.reason) for s in ledger.list_suppressions()}
+        ledger.remove_suppression(email, reason)
+        left = sorted(r for (e, r) in before if e == email.strip().lower() and r != reason)
+    click.echo(
+        f"{email}: {reason} lifted" + (f"; still suppressed for {', '.join(left)}" if left else "")
+    )

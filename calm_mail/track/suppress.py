@@ -1,12 +1,14 @@
 """Which events change the suppression list that eligibility reads, and how.
 
-Suppressed (never mailed again): hard bounces, spam reports, unsubscribes, group unsubscribes,
-and drops whose reason says SendGrid itself already suppresses the address (bounced, unsubscribed,
-spam-reporting or invalid address). A group resubscribe lifts that group's suppression.
+Suppressed (never mailed again): hard bounces, blocks, spam reports, unsubscribes, group
+unsubscribes, and drops whose reason says SendGrid itself already suppresses the address (bounced,
+unsubscribed, spam-reporting or invalid address). A group resubscribe lifts that group's
+suppression.
 
-Not suppressed: ``blocked`` bounces. SendGrid blocks are mostly temporary (the receiving server
-throttled us, an IP was on a blocklist, a DNS hiccup); the address itself is fine, so a block is
-stored and counted like any event but does not remove a user from future editions.
+Blocks suppress too, under their own reason ``blocked``, as the product requires: mailing an
+address the receiving server refused again risks the sender's reputation. Many blocks are
+temporary (throttling, an IP on a blocklist), so the reason is kept apart and an operator can lift
+those with ``calm-mail suppressions remove EMAIL --reason blocked``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from calm_mail.records import Event, EventType
 #: Event type -> suppression reason (group events get ``:<asm_group_id>`` appended).
 SUPPRESSING: Mapping[EventType, str] = {
     EventType.BOUNCED: "bounce",
+    EventType.BLOCKED: "blocked",
     EventType.SPAM_REPORT: "spam_report",
     EventType.UNSUBSCRIBED: "unsubscribe",
     EventType.GROUP_UNSUBSCRIBED: "group_unsubscribe",

@@ -83,3 +83,26 @@ def test_junk_csv_never_crashes(tmp_path: Path, text: str) -> None:
     assert len(rows) + skips.skipped == skips.total
     for email, reason, _ in rows:
         assert email == email.lower() and "@" in email and reason
+
+
+def test_remove_lifts_one_reason_and_keeps_the_others(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from calm_mail.cli import main
+    from calm_mail.store import Ledger
+
+    url = f"sqlite:///{tmp_path}/l.db"
+    monkeypatch.setenv("CALM_MAIL_DATABASE_URL", url)
+    with Ledger.connect(url) as ledger:
+        ledger.add_suppressions(
+            [("a@example.com", "blocked", "t"), ("a@example.com", "bounce", "t")]
+        )
+    result = CliRunner().invoke(
+        main, ["suppressions", "remove", "a@example.com", "--reason", "blocked"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "still suppressed for bounce" in result.output
+    with Ledger.connect(url) as ledger:
+        assert {(s.email, s.reason) for s in ledger.list_suppressions()} == {
+            ("a@example.com", "bounce")
+        }

@@ -84,7 +84,7 @@ def test_unknown_event_is_kept_as_unknown_with_its_raw(ledger, serve_receiver: S
 def test_suppressions_follow_bounces_complaints_and_unsubscribes(ledger, serve_receiver):
     batch = [
         sg_event(1, "bounce", type="bounce", email="Hard@Example.com"),
-        sg_event(2, "bounce", type="blocked"),  # temporary: stored, not suppressed
+        sg_event(2, "bounce", type="blocked"),  # suppressed under its own reason
         sg_event(3, "spamreport"),
         sg_event(4, "unsubscribe"),
         sg_event(5, "group_unsubscribe", asm_group_id=42),
@@ -99,6 +99,7 @@ def test_suppressions_follow_bounces_complaints_and_unsubscribes(ledger, serve_r
         assert response.status_code == 200, response.text
         assert ledger.suppressed(addresses) == {
             "hard@example.com",
+            "user2@example.com",
             "user3@example.com",
             "user4@example.com",
             "user5@example.com",
@@ -108,6 +109,9 @@ def test_suppressions_follow_bounces_complaints_and_unsubscribes(ledger, serve_r
         assert receiver.post(orjson.dumps(resubscribe)).status_code == 200
     assert "user5@example.com" not in ledger.suppressed(addresses)
     assert stored(ledger)["ev-bounce-2"].event_type is EventType.BLOCKED
+    assert ("user2@example.com", "blocked") in {
+        (s.email, s.reason) for s in ledger.list_suppressions()
+    }
 
 
 def test_refusals_store_nothing(ledger, serve_receiver: ServeReceiver):

@@ -1,0 +1,225 @@
+"""The optional Personalize batch inference step of an edition (``[personalize]`` in a campaign).
+
+`run_batch_job` uploads the edition's input (one ``{"userId": ...}`` JSON line per eligible
+user) to the input prefix, starts ``create_batch_inference_job`` and polls
+``describe_batch_inference_job`` until ACTIVE or CREATE FAILED — boto3 has no waiter for
+Personalize. The job name is derived from campaign and edition, so a re-run for the same edition
+finds the job it started (``list_batch_inference_jobs``) instead of starting a second one, and
+``ResourceAlreadyExistsException`` (a race with another worker) is answered the same way.
+Personalize writes ``<input file>.out`` under the output prefix, which defaults to the campaign's
+``inputs.recommendations``: the planner reads it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from calm_mail.campaign import Campaign, PersonalizeJob
+from calm_mail.edition import Edition
+from calm_mail.errors import CalmMailError, ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+MAX_NUM_RESULTS = 500  # the only documented maximum (GetRecommendations); the model sets none
+INPUT_FILE = "users.json"
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
+ACTIVE, FAILED = "ACTIVE", "CREATE FAILED"
+
+
+class BatchJobFailed(CalmMailError):
+    """Personalize could not create the edition's batch inference job."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchJob:
+    arn: str
+    name: str
+    status: str
+    output_prefix: str
+    failure_reason: str | None = None
+
+
+def job_name(campaign: str, edition: Edition | str) -> str:
+    """``weekly_winddown-2026-W48``: 1-63 chars of ``[a-zA-Z0-9][a-zA-Z0-9-_]*``."""
+    name = re.sub(r"[^a-zA-Z0-9\-_]", "-", f"{campaign}-{edition}").lstrip("-_")
+    # Keep the edition whole: truncate the campaign part, never the week.
+    if len(name) > 63:
+        tail = f"-{edition}"
+        name = name[: 63 - len(tail)].rstrip("-_") + tail
+    if not _JOB_NAME.match(name):
+        raise ConfigError(f"cannot derive a Personalize job name from {campaign!r}")
+    return name
+
+
+def settings(campaign: Campaign) -> PersonalizeJob:
+    cfg = campaign.personalize
+    if cfg is None or not cfg.enabled:
+        raise ConfigError(f"{campaign.path}: [personalize] is not configured or not enabled")
+    if cfg.num_results > MAX_NUM_RESULTS:
+        raise ConfigError(
+            f"{campaign.path}: personalize.num_results = {cfg.num_results}: at most "
+            f"{MAX_NUM_RESULTS}"
+        )
+    return cfg
+
+
+def prefixes(campaign: Campaign, edition: Edition) -> tuple[str, str]:
+    """(input prefix, output prefix) of the edition, both s3:// and ending in '/'."""
+    cfg = settings(campaign)
+    inp = campaign.resolve(cfg.input_prefix, edition)
+    out = campaign.resolve(cfg.output_prefix or campaign.inputs.recommendations, edition)
+    for key, value in (("input_prefix", inp), ("output_prefix", out)):
+        if not (value.startswith("s3://") and value.endswith("/")):
+            raise ConfigError(
+                f"{campaign.path}: personalize.{key} = {value!r}: must be s3://… ending in '/'"
+            )
+    return inp, out
+
+
+def upload_input(
+    s3: Any,
+    input_prefix: str,
+    user_ids: Iterable[str],
+    filter_values: Mapping[str, str] | None = None,
+) -> tuple[str, int]:
+    """Write the batch input (JSON Lines) under `input_prefix`; return (its URI, users).
+
+    Streams through a spooled temp file, so a large audience never sits in memory.
+    """
+    bucket, _, key_prefix = input_prefix.removeprefix("s3://").partition("/")
+    key = key_prefix + INPUT_FILE
+    extra = {"filterValues": dict(filter_values)} if filter_values else {}
+    count = 0
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+        for user_id in user_ids:
+            spool.write(orjson.dumps({"userId": user_id, **extra}) + b"\n")
+            count += 1
+        spool.seek(0)
+        s3.upload_fileobj(spool, bucket, key)
+    return f"s3://{bucket}/{key}", count
+
+
+def find_job(client: Any, solution_version_arn: str, name: str) -> dict[str, Any] | None:
+    """The batch inference job named `name` of this solution version, if one exists."""
+    pages = client.get_paginator("list_batch_inference_jobs").paginate(
+        solutionVersionArn=solution_version_arn
+    )
+    for page in pages:
+        for job in page.get("batchInferenceJobs", ()):
+            if job.get("jobName") == name:
+                return dict(job)
+    return None
+
+
+def start_batch_job(
+    client: Any,
+    campaign: Campaign,
+    edition: Edition,
+    *,
+    s3: Any = None,
+    user_ids: Iterable[str] | None = None,
+) -> str:
+    """Start (or find) the edition's batch inference job; return its ARN. Idempotent.
+
+    With `s3` and `user_ids`, the input file is uploaded first (only when no job exists yet).
+    """
+    from botocore.exceptions import ClientError
+
+    cfg = settings(campaign)
+    name = job_name(campaign.name, edition)
+    existing = find_job(client, cfg.solution_version_arn, name)
+    if existing is not None:
+        log.info("Personalize job %s exists (%s); not starting another", name, existing["status"])
+        return str(existing["batchInferenceJobArn"])
+    inp, out = prefixes(campaign, edition)
+    if s3 is not None and user_ids is not None:
+        uri, count = upload_input(s3, inp, user_ids, cfg.filter_values or None)
+        if count == 0:
+            raise InputError("no eligible users to ask Personalize about", path=uri)
+    request: dict[str, Any] = {
+        "jobName": name,
+        "solutionVersionArn": cfg.solution_version_arn,
+        "roleArn": cfg.role_arn,
+        "numResults": cfg.num_results,
+        "jobInput": {"s3DataSource": {"path": inp}},
+        "jobOutput": {"s3DataDestination": {"path": out}},
+    }
+    if cfg.filter_arn:
+        request["filterArn"] = cfg.filter_arn
+    try:
+        return str(client.create_batch_inference_job(**request)["batchInferenceJobArn"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+            raise BatchJobFailed(f"Personalize refused job {name}: {_error(exc)}") from exc
+    existing = find_job(client, cfg.solution_version_arn, name)  # another worker won the race
+    if existing is None:
+        raise BatchJobFailed(f"Personalize says job {name} exists but does not list it")
+    return str(existing["batchInferenceJobArn"])
+
+
+def wait_for_job(
+    client: Any,
+    arn: str,
+    *,
+    poll_s: float = 60.0,
+    timeout_s: float = 3 * 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchJob:
+    """Poll until ACTIVE (returned) or CREATE FAILED (`BatchJobFailed` with the reason).
+
+    Raises `BatchJobFailed` too when `timeout_s` passes first; the job keeps running at AWS
+    and a re-run of the edition waits for the same job again.
+    """
+    deadline = clock() + timeout_s
+    while True:
+        job = client.describe_batch_inference_job(batchInferenceJobArn=arn)["batchInferenceJob"]
+        status = job["status"]
+        if status == ACTIVE:
+            return BatchJob(
+                arn=arn,
+                name=job["jobName"],
+                status=status,
+                output_prefix=job["jobOutput"]["s3DataDestination"]["path"],
+            )
+        if status == FAILED:
+            reason = job.get("failureReason") or "no reason given"
+            raise BatchJobFailed(f"Personalize job {job['jobName']} failed: {reason}")
+        if clock() + poll_s > deadline:
+            raise BatchJobFailed(
+                f"Personalize job {job['jobName']} still {status} after {timeout_s:.0f} s; "
+                "re-run the edition later to pick it up"
+            )
+        log.info("Personalize job %s is %s; next look in %.0f s", job["jobName"], status, poll_s)
+        sleep(poll_s)
+
+
+def run_batch_job(
+    client: Any,
+    campaign: Campaign,
+    edition: Edition,
+    *,
+    s3: Any,
+    user_ids: Iterable[str],
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> BatchJob:
+    """Upload the input, start (or find) the edition's job and wait for it."""
+    cfg = settings(campaign)
+    arn = start_batch_job(client, campaign, edition, s3=s3, user_ids=user_ids)
+    return wait_for_job(
+        client, arn, poll_s=cfg.poll_interval_s, timeout_s=cfg.timeout_s, sleep=sleep, clock=clock
+    )
+
+
+def _error(exc: Any) -> str:
+    err = exc.response.get("Error", {})
+    return f"{err.get('Code', '?')}: {err.get('Message', '')}"

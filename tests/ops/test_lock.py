@@ -1,0 +1,126 @@
+"""The edition lock on the real ledger (SQLite, and PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from calm_mail.errors import LockHeld
+from calm_mail.ops.lock import edition_lock, lock_name
+from calm_mail.store import Ledger
+
+
+def test_a_second_holder_is_refused_with_the_holders_name(ledger: Ledger) -> None:
+    with edition_lock(ledger, "weekly", "2026-W48", holder="sched-a:1") as lease:
+        assert lease.holder == "sched-a:1"
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                with edition_lock(ledger, "weekly", "2026-W48", holder="sched-b:2"):
+                    pass
+            except LockHeld as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1
+        assert "sched-a:1" in str(errors[0]) and "weekly 2026-W48" in str(errors[0])
+        assert errors[0].exit_code == 3
+    assert ledger.lock_holder(lock_name("weekly", "2026-W48")) is None
+
+
+def test_other_editions_are_not_blocked(ledger: Ledger) -> None:
+    with (
+        edition_lock(ledger, "weekly", "2026-W48", holder="a"),
+        edition_lock(ledger, "weekly", "2026-W49", holder="b"),
+    ):
+        assert ledger.lock_holder(lock_name("weekly", "2026-W49"))[0] == "b"  # type: ignore[index]
+
+
+def test_reentrant_in_the_same_thread(ledger: Ledger) -> None:
+    with edition_lock(ledger, "weekly", "2026-W48") as outer:
+        with edition_lock(ledger, "weekly", "2026-W48") as inner:
+            assert inner is outer
+        # leaving the inner block keeps the lock
+        assert ledger.lock_holder(outer.name)[0] == outer.holder  # type: ignore[index]
+    assert ledger.lock_holder(outer.name) is None
+
+
+def test_a_crashed_holders_lease_expires(ledger: Ledger) -> None:
+    start = ledger.clock()
+    now = [start]
+    ledger.clock = lambda: now[0]
+    # A holder that crashed: it took the lease and never renewed or released it.
+    assert ledger.acquire_lock(lock_name("weekly", "2026-W48"), "dead-host:4242:job", 60)
+    with (
+        pytest.raises(LockHeld, match="dead-host:4242"),
+        edition_lock(ledger, "weekly", "2026-W48", holder="new"),
+    ):
+        pass
+    now[0] = start + timedelta(seconds=61)
+    with edition_lock(ledger, "weekly", "2026-W48", holder="new") as lease:
+        assert ledger.lock_holder(lease.name)[0] == "new"  # type: ignore[index]
+
+
+def test_the_heartbeat_keeps_the_lease_alive(ledger: Ledger) -> None:
+    with edition_lock(ledger, "weekly", "2026-W48", holder="a", ttl_s=0.3) as lease:
+        time.sleep(0.6)  # two lease lengths: only renewals keep it ours
+        assert not ledger.acquire_lock(lease.name, "b", 0.3)
+        assert not lease.lost.is_set()
+
+
+def test_a_lost_lease_is_reported(ledger: Ledger) -> None:
+    lost = threading.Event()
+    with edition_lock(
+        ledger, "weekly", "2026-W48", holder="a", ttl_s=0.3, on_lost=lost.set
+    ) as lease:
+        ledger.release_lock(lease.name, "a")
+        assert ledger.acquire_lock(lease.name, "thief", 60)
+        assert lost.wait(2.0)
+        assert lease.lost.is_set()
+    # leaving the block must not release the thief's lease
+    assert ledger.lock_holder(lease.name)[0] == "thief"  # type: ignore[index]
+
+
+def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
+    if ledger.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: the session advisory lock")
+    import sqlalchemy as sa
+
+    from calm_mail.ops.lock import advisory_key
+
+    key = advisory_key(lock_name("weekly", "2026-W48"))
+    crashed = ledger.engine.connect()  # a holder's session, no lease row at all
+    crashed.execute(sa.select(sa.func.pg_advisory_lock(key)))
+    crashed.commit()
+    with (
+        pytest.raises(LockHeld, match="weekly 2026-W48"),
+        edition_lock(ledger, "weekly", "2026-W48", holder="new"),
+    ):
+        pass
+    crashed.invalidate()  # the session dies: PostgreSQL drops its advisory locks
+    crashed.close()
+    # The server notices the closed socket asynchronously: freed within moments, not a lease.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            with edition_lock(ledger, "weekly", "2026-W48", holder="new") as lease:
+                assert lease.holder == "new"
+            break
+        except LockHeld:
+            assert time.monotonic() < deadline, "the dead session's advisory lock was kept"
+            time.sleep(0.05)
+
+
+def test_another_holder_in_the_same_thread_is_refused(ledger: Ledger) -> None:
+    with (
+        edition_lock(ledger, "weekly", "2026-W48", holder="a"),
+        pytest.raises(LockHeld, match="by a "),
+        edition_lock(ledger, "weekly", "2026-W48", holder="b"),
+    ):
+        pass
