@@ -43,6 +43,8 @@ class RunOptions:
     grace: timedelta = timedelta(minutes=30)
     now: datetime | None = None
     shard: tuple[int, int] | None = None
+    preflight: bool = True  # real runs check inputs, plan, key and window before any send
+    should_stop: Callable[[], bool] | None = None  # polled: scheduler shutdown, lease lost
 
 
 @dataclass(slots=True, kw_only=True)
@@ -152,7 +154,27 @@ def run_edition(
     on_progress: Callable[[Tally, int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> RunReport:
-    """Plan, record and send one edition; re-running sends only what was never sent."""
+    """Plan, record and send one edition; re-running sends only what was never sent.
+
+    A real run holds the edition's lock (two schedulers, or a scheduler and a hand-started run,
+    never send one edition at once) and passes pre-flight before anything is recorded or sent.
+    """
+    if options.dry_run:
+        return _run_edition(campaign, edition, ledger, options, on_progress, on_total)
+    from calm_mail.ops.lock import edition_lock
+
+    with edition_lock(ledger, campaign.name, edition):
+        return _run_edition(campaign, edition, ledger, options, on_progress, on_total)
+
+
+def _run_edition(
+    campaign: Campaign,
+    edition: Edition,
+    ledger: Any,
+    options: RunOptions,
+    on_progress: Callable[[Tally, int], None] | None,
+    on_total: Callable[[int], None] | None,
+) -> RunReport:
     from calm_mail.compose.composer import Composer
     from calm_mail.plan.planner import plan_edition
 
@@ -167,8 +189,12 @@ def run_edition(
         )
     if options.dry_run:
         ledger.delete_deliveries(info.edition_id)
+    else:
+        make_transport(campaign, options)  # a missing API key is a usage error: say it first
     store = ReadOnlyAssignments(ledger) if options.dry_run else ledger
     plan = plan_edition(campaign, edition, store=store, now=now, shard=options.shard)
+    if options.preflight and not options.dry_run:
+        _preflight(campaign, edition, ledger, info.edition_id, plan, options, now)
     deliveries = list(plan.deliveries)
     warnings = check_window(deliveries, now) if not options.dry_run else []
     if not options.dry_run and any("more than 72 h" in w for w in warnings):
@@ -185,11 +211,8 @@ def run_edition(
     )
     counts = ledger.counts(info.edition_id)
     open_rows = sum(n for (state, _), n in counts.items() if state in ("planned", "claimed"))
-    state = (
-        "sent"
-        if open_rows == 0
-        else ("failed" if tally.stopped and "fatal" in tally.stopped else "sending")
-    )
+    fatal = bool(tally.stopped and "fatal" in tally.stopped)
+    state = "sent" if open_rows == 0 else ("failed" if fatal else "sending")
     current = ledger.get_edition_state(info.edition_id)
     if current not in ("cancelled", "paused"):
         ledger.update_edition(info.edition_id, state=state)
@@ -209,6 +232,32 @@ def run_edition(
         plan_summary=plan.summary,
         warnings=warnings,
     )
+
+
+def _preflight(
+    campaign: Campaign,
+    edition: Edition,
+    ledger: Any,
+    edition_id: int,
+    plan: Any,
+    options: RunOptions,
+    now: datetime,
+) -> None:
+    """Check before any send; the report is stored with the edition either way."""
+    from calm_mail.ops.preflight import preflight
+
+    report = preflight(
+        campaign,
+        edition,
+        ledger,
+        now=now,
+        api_key=options.api_key,
+        api_host=options.api_host,
+        plan=plan,
+    )
+    ledger.update_edition(edition_id, preflight=report.as_dict())
+    ledger.log_action(edition_id, "preflight", {"ok": report.ok})
+    report.raise_if_failed()
 
 
 async def _send(
@@ -254,10 +303,30 @@ async def _send(
             on_progress=on_progress,
         )
         _stop_on_signals(engine)
-        tally = await engine.run()
+        watcher = _watch(engine, options.should_stop)
+        try:
+            tally = await engine.run()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         return reconciled, tally
     finally:
         await transport.aclose()
+
+
+def _watch(engine: Engine, should_stop: Callable[[], bool] | None) -> asyncio.Task[None] | None:
+    """Poll the caller's stop condition (scheduler shutdown, a lost lease) every 0.2 s."""
+    if should_stop is None:
+        return None
+
+    async def poll() -> None:
+        while True:
+            if should_stop():
+                engine.stop("stopped: scheduler shutting down or edition lease lost")
+                return
+            await asyncio.sleep(0.2)
+
+    return asyncio.create_task(poll())
 
 
 def _stop_on_signals(engine: Engine) -> None:

@@ -13,7 +13,6 @@ APScheduler's job store pickles a reference to them, not the function.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -204,10 +203,11 @@ def _send(
 ) -> Any:
     from calm_mail.deliver.run import RunOptions, run_edition
 
-    options: dict[str, Any] = {"api_key": api_key, "api_host": api_host, "now": now}
-    if "should_stop" in {f.name for f in dataclasses.fields(RunOptions)}:
-        options["should_stop"] = should_stop  # the graceful-shutdown hook, once run.py has it
-    return run_edition(campaign, edition, ledger, RunOptions(**options))
+    # Pre-flight already ran on this edition's plan (above), so run_edition skips its own.
+    options = RunOptions(
+        api_key=api_key, api_host=api_host, now=now, should_stop=should_stop, preflight=False
+    )
+    return run_edition(campaign, edition, ledger, options)
 
 
 def _store_summary(

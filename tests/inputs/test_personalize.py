@@ -1,0 +1,260 @@
+"""The Personalize batch-output reader and the quality gate."""
+
+from __future__ import annotations
+
+import gzip
+import tracemalloc
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from calm_mail.errors import InputError
+from calm_mail.inputs import check_recommendation_quality, iter_recommendations
+from calm_mail.records import SkipCounter
+
+KNOWN = frozenset({"i1", "i2", "i3"})
+
+
+def read(path: Path | str, **kwargs: object) -> tuple[list, SkipCounter]:
+    skips = SkipCounter()
+    return list(iter_recommendations(str(path), skips=skips, **kwargs)), skips  # type: ignore[arg-type]
+
+
+def line(user: str, items: list[str], scores: list[float] | None = None) -> bytes:
+    output: dict[str, object] = {"recommendedItems": items}
+    if scores is not None:
+        output["scores"] = scores
+    return orjson.dumps({"input": {"userId": user}, "output": output, "error": None}) + b"\n"
+
+
+def test_good_file(data_dir: Path) -> None:
+    recs, skips = read(data_dir / "personalize/good.out")
+    assert [(r.user_id, r.item_ids, r.scores) for r in recs] == [
+        ("u1", ("i1", "i2", "i3"), (0.5, 0.3, 0.2)),
+        ("u2", ("i3", "i1"), None),
+        ("u3", ("i2",), (0.9,)),
+    ]
+    assert skips.total == 3 and skips.skipped == 0
+
+
+def test_bad_lines_are_counted_by_reason_with_file_and_line(data_dir: Path) -> None:
+    path = data_dir / "personalize/error_lines.out"
+    recs, skips = read(path, known_items=KNOWN)
+    assert [(r.user_id, r.item_ids, r.scores) for r in recs] == [
+        ("u1", ("i1", "i2"), (0.6, 0.4)),
+        ("u7", ("i1", "i2"), (0.5, 0.2)),
+        ("u9", ("i3",), None),
+    ]
+    assert dict(skips.counts) == {
+        "error_line": 1,
+        "missing_output": 1,
+        "empty_output": 1,
+        "missing_user_id": 1,
+        "bad_json": 2,
+        "duplicate_user": 1,
+        "unknown_items": 3,
+    }
+    assert skips.examples["error_line"] == [f"{path}:2"]
+    assert skips.examples["bad_json"] == [f"{path}:6", f"{path}:9"]  # line 7 is blank
+    assert skips.examples["duplicate_user"] == [f"{path}:8"]
+    assert skips.total == 11
+
+
+def test_without_known_items_non_string_ids_are_bad_items(data_dir: Path) -> None:
+    recs, skips = read(data_dir / "personalize/error_lines.out")
+    assert skips.counts["bad_items"] == 1
+    assert "unknown_items" not in skips.counts
+    assert [r.user_id for r in recs] == ["u1", "u7", "u8"]
+
+
+def test_known_items_may_be_any_container(data_dir: Path) -> None:
+    class OnlyContains:
+        def __contains__(self, item: object) -> bool:
+            return item in KNOWN
+
+    fast, _ = read(data_dir / "personalize/error_lines.out", known_items=KNOWN)
+    slow, _ = read(data_dir / "personalize/error_lines.out", known_items=OnlyContains())
+    as_dict, _ = read(data_dir / "personalize/error_lines.out", known_items=dict.fromkeys(KNOWN))
+    assert fast == slow == as_dict
+
+
+def test_parts_are_read_in_order_gzip_included_and_duplicates_span_parts(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "part-00000.json.out").write_bytes(line("a", ["i1"]) + line("b", ["i2"]))
+    with gzip.open(tmp_path / "part-00001.json.out.gz", "wb") as out:
+        out.write(line("c", ["i3"]) + line("a", ["i2"]))
+    (tmp_path / "sub" / "part-00002.json.out").write_bytes(line("d", ["i1"]))
+    (tmp_path / "notes.txt").write_text("ignored")
+    recs, skips = read(tmp_path)
+    assert [r.user_id for r in recs] == ["a", "b", "c", "d"]
+    assert skips.examples["duplicate_user"] == [f"{tmp_path}/part-00001.json.out.gz:2"]
+
+
+def test_gzip_is_found_by_magic_bytes_too(tmp_path: Path) -> None:
+    (tmp_path / "x.out").write_bytes(gzip.compress(line("a", ["i1"])))
+    recs, _ = read(tmp_path)
+    assert [r.user_id for r in recs] == ["a"]
+
+
+def test_truncated_gzip_is_an_input_error(tmp_path: Path) -> None:
+    data = gzip.compress(b"".join(line(f"u{i}", ["i1"]) for i in range(2000)))
+    (tmp_path / "x.out.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"x\.out\.gz.*cannot read"):
+        read(tmp_path)
+
+
+def test_no_parts_and_no_folder_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no Personalize output"):
+        read(tmp_path)
+    with pytest.raises(InputError, match="no such folder"):
+        read(tmp_path / "missing")
+
+
+def test_scores_that_do_not_match_the_items_are_dropped(tmp_path: Path) -> None:
+    body = (
+        b'{"input":{"userId":"a"},"output":{"recommendedItems":["i1","i2"],"scores":[0.1]}}\n'
+        b'{"input":{"userId":"b"},"output":{"recommendedItems":["i1"],"scores":["x"]}}\n'
+        b'{"input":{"userId":5},"output":{"recommendedItems":["i1"],"scores":[1]}}\n'
+    )
+    (tmp_path / "x.out").write_bytes(body)
+    recs, skips = read(tmp_path)
+    assert [(r.user_id, r.scores) for r in recs] == [("a", None), ("b", None), ("5", (1,))]
+    assert skips.skipped == 0
+
+
+junk_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+ids = st.sampled_from(["i1", "i2", "i3", "zz", ""]) | junk_value
+plausible = st.fixed_dictionaries(
+    {},
+    optional={
+        "input": st.fixed_dictionaries({}, optional={"userId": st.text(max_size=3) | junk_value}),
+        "output": st.none()
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "recommendedItems": st.lists(ids, max_size=4) | junk_value,
+                "scores": st.lists(st.floats(), max_size=4) | junk_value,
+            },
+        ),
+        "error": st.none() | st.text(max_size=5) | junk_value,
+    },
+).map(orjson.dumps)
+# Raw bytes, minus a leading gzip magic number: such a file is (rightly) read as gzip.
+raw_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ").replace(b"\x1f", b" "))
+junk_line = plausible | raw_bytes
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(junk_line, max_size=12), use_known=st.booleans())
+def test_junk_lines_never_crash_and_counts_add_up(
+    tmp_path: Path, lines: list[bytes], use_known: bool
+) -> None:
+    path = tmp_path / "junk.out"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    recs, skips = read(path, known_items=KNOWN if use_known else None)
+    assert skips.total == sum(1 for raw in lines if raw.strip())
+    # Every line is yielded or skipped; only a line that lost some unknown items is both.
+    both = len(recs) + skips.skipped - skips.total
+    assert 0 <= both <= (skips.counts["unknown_items"] if use_known else 0)
+    for rec in recs:
+        assert rec.user_id and isinstance(rec.user_id, str)
+        assert rec.item_ids and all(isinstance(i, str) for i in rec.item_ids)
+        assert not use_known or set(rec.item_ids) <= KNOWN
+        assert rec.scores is None or len(rec.scores) == len(rec.item_ids)
+    assert len({r.user_id for r in recs}) == len(recs)
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    items = [f"{10000 + i}" for i in range(200)]
+    scores = [round(1 / (i + 1), 6) for i in range(200)]
+    body = b"".join(line(str(100000 + u), items, scores) for u in range(400))
+
+    def peak(copies: int) -> int:
+        folder = tmp_path / f"x{copies}"
+        folder.mkdir()
+        with (folder / "part.out").open("wb") as out:
+            for _ in range(copies):
+                out.write(body)  # duplicates after the first copy: still parsed line by line
+        tracemalloc.start()
+        try:
+            for _ in iter_recommendations(str(folder), skips=SkipCounter()):
+                pass
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(1), peak(5)  # ~0.8 MB vs ~4 MB of JSON
+    assert large < small * 1.3 + 64 * 1024, (small, large)
+    assert large < 3 * 1024 * 1024  # the 1 MB read buffer included
+
+
+def counter(total: int, **reasons: int) -> SkipCounter:
+    skips = SkipCounter()
+    skips.seen(total)
+    for reason, n in reasons.items():
+        for i in range(n):
+            skips.add(reason, f"x.out:{i + 1}")
+    return skips
+
+
+def test_quality_passes_at_the_limits() -> None:
+    check_recommendation_quality(
+        counter(1000, error_line=10),
+        covered_users=500,
+        audience_size=1000,
+        max_bad_share=0.01,
+        min_coverage=0.5,
+        source="s3://b/out/",
+    )
+
+
+def test_quality_stops_on_too_many_bad_lines() -> None:
+    with pytest.raises(InputError) as exc:
+        check_recommendation_quality(
+            counter(1000, error_line=8, bad_json=3),
+            covered_users=900,
+            audience_size=1000,
+            max_bad_share=0.01,
+            min_coverage=0.5,
+            source="s3://b/out/",
+        )
+    message = str(exc.value)
+    assert message.startswith("s3://b/out/: 11 of 1,000 Personalize lines (1.10%) are bad")
+    assert "max_bad_share" in message and "error_line 8 (first at x.out:1)" in message
+    assert exc.value.exit_code == 2
+
+
+def test_quality_stops_on_low_coverage_and_on_no_lines() -> None:
+    with pytest.raises(InputError, match=r"covers 499 of 1,000 users \(49.9%\).*min_coverage"):
+        check_recommendation_quality(
+            counter(499),
+            covered_users=499,
+            audience_size=1000,
+            max_bad_share=0.01,
+            min_coverage=0.5,
+            source="out/",
+        )
+    with pytest.raises(InputError, match="no lines"):
+        check_recommendation_quality(
+            SkipCounter(),
+            covered_users=0,
+            audience_size=10,
+            max_bad_share=0.01,
+            min_coverage=0.5,
+            source="out/",
+        )
