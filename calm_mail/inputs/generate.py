@@ -29,7 +29,8 @@
         + (kids item: -1 for an adult, +2.5 for a kids profile)
 
     Completions are drawn from the softmax of that affinity over the catalog, and
-    Personalize ranks by it plus uniform noise (sd 0.69).
+    Personalize ranks by it plus uniform noise (sd 0.69), plus an exploration boost for items
+    younger than 30 days (as User-Personalization's ``itemExplorationConfig`` does).
 ``item_quality.csv``
     ``item_id, quality``: the hidden per-item term of the affinity above.
 ``editorial/<edition>.toml``
@@ -102,6 +103,12 @@ USER_CHUNK = 65_536
 SCORE_CHUNK = 1_024
 FIRST_USER_ID = 100_001
 NOISE_WIDTH = 2.4  # Personalize's error: uniform noise of this width (sd 0.69) on affinity
+# User-Personalization's item exploration (itemExplorationConfig: explorationWeight,
+# explorationItemAgeCutOff) surfaces items younger than the cut-off that have few interactions;
+# modelled as a boost to their ranking score, so a user's 500 carry a realistic share of new
+# items instead of only those that rank by taste alone.
+EXPLORATION_BOOST = 2.5
+EXPLORATION_AGE_DAYS = 30
 
 # locale -> (weight, language, [(time zone, country, share)])
 LOCALES: dict[str, tuple[float, str, list[tuple[str, str, float]]]] = {
@@ -788,6 +795,9 @@ def _write_users_and_outputs(
                     pq.ParquetWriter(root / "tastes.parquet", taste_table.schema)
                 )
             tastes.write_table(taste_table)
+            explore = np.where(
+                catalog.created >= send - EXPLORATION_AGE_DAYS * DAY, EXPLORATION_BOOST, 0.0
+            ).astype(np.float32)
             for first in range(0, len(chunk.ids), SCORE_CHUNK):
                 rows = slice(first, min(len(chunk.ids), first + SCORE_CHUNK))
                 affinity = _affinity(chunk, rows, features)
@@ -795,6 +805,7 @@ def _write_users_and_outputs(
                 noisy -= 0.5
                 noisy *= NOISE_WIDTH
                 noisy += affinity
+                noisy += explore
                 for n, line in _personalize_lines(
                     chunk, rows, _softmax(noisy), catalog, k, planted
                 ):
