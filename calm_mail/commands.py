@@ -22,7 +22,8 @@ from calm_mail.campaign import Campaign, load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import ConfigError, UsageError
 
-console = Console(stderr=False, highlight=False)
+# Wide enough for the report's tables when the output is a file or a CI log, not a terminal.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
 
 
 class EditionType(click.ParamType):

@@ -39,10 +39,10 @@ def ensure_demo_data(
         ):
             console.print(f"demo data: {data} (kept; --regenerate to make it again)")
             return data
-    from calm_mail.inputs.generate import generate_demo_data
+    from calm_mail.inputs.generate import generate
 
     console.print(f"demo data: generating {users} users for {edition} into {data} ...")
-    generate_demo_data(data, users=users, seed=seed, edition=edition)
+    generate(data, users=users, seed=seed, edition=edition.key)
     return data
 
 
@@ -83,5 +83,36 @@ def run_demo(
     except ImportError:
         console.print("(the live loop through the SendGrid sandbox is not in this build)")
         return results
-    results["live"] = run_live_loop(root, campaign, edition, ledger_path, console=console)
+    from calm_mail.demo_loop import LoopOptions
+
+    html = root / "out" / "report.html"
+    results["live"] = run_live_loop(
+        root,
+        campaign,
+        edition,
+        ledger_path,
+        console=console,
+        options=LoopOptions(seed=seed, html=html),
+    )
+    _say_truth(results["live"], campaign.experiment.control_arm, console)
     return results
+
+
+def _say_truth(live: dict[str, Any], control: str, console: Console) -> None:
+    """Put the simulator's known truth next to what the report estimated."""
+    report = live["report"]
+    for comparison in report.comparisons:
+        if comparison.metric != "completed_after_open" or comparison.arm == control:
+            continue
+        truth = live["true_lift"].get(comparison.arm)
+        effect = comparison.relative
+        if truth is None or not effect.ok or effect.ci_low is None or effect.ci_high is None:
+            continue
+        low, high = effect.ci_low, effect.ci_high
+        assert effect.estimate is not None
+        inside = "inside" if low <= truth <= high else "OUTSIDE"
+        console.print(
+            f"{comparison.arm}: true lift {truth:+.1%} (simulated); estimated "
+            f"{effect.estimate:+.1%}, 95% CI [{low:+.1%}, {high:+.1%}] — truth {inside}"
+        )
+    console.print(f"live loop took {live['seconds']:.1f}s")
