@@ -135,9 +135,10 @@ def _organic(
 ) -> list[tuple[str, datetime]]:
     n = rng.poisson(model.organic_per_day * model.days)
     offsets = np.sort(rng.uniform(0, model.days * 86400, n))
+    picks = rng.integers(len(catalog_ids), size=n)
     return [
-        (str(catalog_ids[int(rng.integers(len(catalog_ids)))]), r.send_at + timedelta(seconds=float(s)))
-        for s in offsets
+        (str(catalog_ids[int(i)]), r.send_at + timedelta(seconds=float(s)))
+        for i, s in zip(picks, offsets, strict=True)
     ]
 
 

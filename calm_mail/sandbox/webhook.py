@@ -58,7 +58,8 @@ _MACHINE_AGENT = "Mozilla/5.0"
 class WebhookSigner:
     """An ECDSA P-256 key pair that signs webhook bodies exactly as SendGrid does."""
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey | None = None) -> None:
+        private_key = private_key or ec.generate_private_key(ec.SECP256R1())
         if not isinstance(private_key.curve, ec.SECP256R1):
             raise ValueError("the Event Webhook key must be on the P-256 curve")
         self._key = private_key
@@ -98,12 +99,20 @@ class WebhookSigner:
         )
         return base64.b64encode(der).decode("ascii")
 
-    def headers(self, body: bytes, timestamp: int) -> dict[str, str]:
-        signature = self._key.sign(str(timestamp).encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
-        return {
-            SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
-            TIMESTAMP_HEADER: str(timestamp),
-        }
+    @property
+    def public_key(self) -> str:
+        """The same as `public_key_b64` (the name the receiver's settings use)."""
+        return self.public_key_b64
+
+    def signature(self, body: bytes, timestamp: int | str) -> str:
+        """base64(DER(ECDSA-SHA256(timestamp bytes + raw body bytes))), as SendGrid signs."""
+        der = self._key.sign(str(timestamp).encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
+        return base64.b64encode(der).decode("ascii")
+
+    def headers(self, body: bytes, timestamp: int | str | None = None) -> dict[str, str]:
+        """The two signature headers for `body` (the timestamp defaults to now)."""
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        return {SIGNATURE_HEADER: self.signature(body, stamp), TIMESTAMP_HEADER: stamp}
 
 
 # --------------------------------------------------------------------------- events

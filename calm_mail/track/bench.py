@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import httpx
 import orjson
 
+from calm_mail.sandbox.webhook import WebhookSigner
 from calm_mail.track.normalize import normalize
 from calm_mail.track.server import free_port, wait_healthy
-from calm_mail.track.signer import WebhookSigner
 
 TARGET_EVENTS_PER_S = 5_000
 _KINDS = ("processed", "delivered", "open", "open", "click", "deferred")

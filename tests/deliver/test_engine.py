@@ -21,8 +21,13 @@ def _plan(ledger: Any, delivery: Any, n: int, *, holdouts: int = 0) -> int:
     info = ledger.ensure_edition(CAMPAIGN, "2026-W27", experiment="exp")
     rows = [delivery(user_id=f"u{i:04d}", email=f"u{i:04d}@example.com") for i in range(n)]
     rows += [
-        delivery(user_id=f"h{i:04d}", email=f"h{i:04d}@example.com", arm="holdout",
-                 source=ContentSource.HOLDOUT, item_ids=())
+        delivery(
+            user_id=f"h{i:04d}",
+            email=f"h{i:04d}@example.com",
+            arm="holdout",
+            source=ContentSource.HOLDOUT,
+            item_ids=(),
+        )
         for i in range(holdouts)
     ]
     assert ledger.add_planned(info.edition_id, CAMPAIGN, rows) == n + holdouts
@@ -32,10 +37,23 @@ def _plan(ledger: Any, delivery: Any, n: int, *, holdouts: int = 0) -> int:
 def _run(ledger: Any, composer: Composer, url: str, edition_id: int, **config: Any) -> Any:
     async def go() -> Any:
         transport = SendGridTransport(KEY, host=url, concurrency=16)
-        engine = Engine(ledger, composer, transport, edition_id=edition_id, edition="2026-W27",
-                        batch_id=None, config=EngineConfig(**{"max_rate": 2000, "concurrency": 16,
-                                                               "base_backoff_s": 0.01,
-                                                               "max_backoff_s": 0.05, **config}))
+        engine = Engine(
+            ledger,
+            composer,
+            transport,
+            edition_id=edition_id,
+            edition="2026-W27",
+            batch_id=None,
+            config=EngineConfig(
+                **{
+                    "max_rate": 2000,
+                    "concurrency": 16,
+                    "base_backoff_s": 0.01,
+                    "max_backoff_s": 0.05,
+                    **config,
+                }
+            ),
+        )
         try:
             return await engine.run()
         finally:
@@ -98,14 +116,20 @@ def test_unknown_fate_is_left_claimed_then_released_only_after_grace(
     claimed = list(ledger.iter_deliveries(edition_id, state=DeliveryState.CLAIMED))
     assert first.unknown == len(claimed) > 0
     now = datetime.now(UTC)
-    early = reconcile(ledger, edition_id, now=now, stale_after=timedelta(0),
-                      grace=timedelta(days=9999))
+    early = reconcile(
+        ledger, edition_id, now=now, stale_after=timedelta(0), grace=timedelta(days=9999)
+    )
     assert (early.confirmed, early.released, early.pending) == (0, 0, len(claimed))
     sent_before = len(sandbox.messages())
     assert sent_before == 50 - len(claimed)
     for _ in range(10):  # each round some fail again; nothing is ever sent twice
-        result = reconcile(ledger, edition_id, now=datetime.now(UTC) + timedelta(days=400),
-                           stale_after=timedelta(0), grace=timedelta(0))
+        result = reconcile(
+            ledger,
+            edition_id,
+            now=datetime.now(UTC) + timedelta(days=400),
+            stale_after=timedelta(0),
+            grace=timedelta(0),
+        )
         _run(ledger, composer, sandbox.url, edition_id)
         if not result.pending and not list(
             ledger.iter_deliveries(edition_id, state=DeliveryState.CLAIMED)
@@ -123,8 +147,15 @@ def test_a_rejected_key_stops_the_run_and_releases_what_was_not_sent(
 
     async def go() -> Any:
         transport = SendGridTransport("SG.invalid-key", host=sandbox.url)
-        engine = Engine(ledger, composer, transport, edition_id=edition_id, edition="2026-W27",
-                        batch_id=None, config=EngineConfig(max_rate=1000, concurrency=4))
+        engine = Engine(
+            ledger,
+            composer,
+            transport,
+            edition_id=edition_id,
+            edition="2026-W27",
+            batch_id=None,
+            config=EngineConfig(max_rate=1000, concurrency=4),
+        )
         try:
             return await engine.run()
         finally:

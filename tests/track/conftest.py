@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from calm_mail.records import Event
+from calm_mail.sandbox.webhook import WebhookSigner
 from calm_mail.track.receiver import ReceiverConfig, Sink, create_receiver
 from calm_mail.track.server import serve_in_thread
-from calm_mail.track.signer import WebhookSigner
 from tests.s3server import s3_server  # noqa: F401 - re-exported fixture
 
 TS = int(time.time())

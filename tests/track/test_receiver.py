@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calm_mail.records import Event, EventType
+from calm_mail.sandbox.webhook import WebhookSigner
 from calm_mail.store import Ledger
-from calm_mail.track.signer import WebhookSigner
 from calm_mail.track.verify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Credentials
 from tests.track.conftest import (
     TS,

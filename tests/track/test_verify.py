@@ -8,7 +8,7 @@ import json
 import pytest
 
 from calm_mail.errors import ConfigError, WebhookError
-from calm_mail.track.signer import WebhookSigner
+from calm_mail.sandbox.webhook import WebhookSigner
 from calm_mail.track.verify import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
