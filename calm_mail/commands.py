@@ -169,6 +169,11 @@ def _jsonable(obj: Any) -> Any:
     show_default=True,
     help="Seconds without a webhook event before an abandoned row is resent.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an edition paused by the circuit breaker or `cancel --pause`.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 @click.pass_context
 def run(
@@ -183,6 +188,7 @@ def run(
     shard: str | None,
     reconcile_after: float,
     grace: float,
+    resume: bool,
     as_json: bool,
 ) -> None:
     """Plan, record and send an edition. Re-running sends only what was never sent."""
@@ -202,6 +208,7 @@ def run(
         stale_after=timedelta(seconds=reconcile_after),
         grace=timedelta(seconds=grace),
         shard=_parse_shard(shard),
+        resume=resume,
     )
     with _ledger(ctx) as ledger, _Progress(enabled=sys.stderr.isatty() and not as_json) as bar:
         report = run_edition(
@@ -211,7 +218,7 @@ def run(
         click.echo(orjson.dumps(report.as_dict()).decode())
     else:
         print_run_report(report)
-    if report.tally.stopped or report.state not in ("sent",):
+    if not report.ok:
         ctx.exit(1)
 
 
@@ -299,6 +306,11 @@ def print_run_report(report: Any) -> None:
     )
     for reason, n in sorted(report.tally.failed.items()):
         console.print(f"  failed: {n} × {reason}")
+    if report.state == "sent" and not report.ok:
+        console.print(
+            "[red]nothing is left to send, but too many recipients failed: look at "
+            "the reasons above before the next edition[/red]"
+        )
     if report.tally.unknown:
         console.print(
             f"  [yellow]{report.tally.unknown} of unknown fate: reconciled from "

@@ -91,6 +91,7 @@ class EngineConfig:
     base_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     chunk: int = 512
+    circuit_breaker: int = 50  # consecutive failed attempts that pause the run
     limit: int | None = None
     shard: tuple[int, int] | None = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -111,6 +112,7 @@ class Tally:
     retried: int = 0
     released: int = 0
     stopped: str | None = None  # why the run stopped early
+    circuit_open: str | None = None  # the circuit breaker's reason, when it tripped
 
     @property
     def total_sent(self) -> int:
@@ -167,6 +169,7 @@ class Engine:
         self.semaphore = asyncio.Semaphore(config.concurrency)
         self._on_progress = on_progress
         self._stop: str | None = None
+        self._failures_in_a_row = 0
 
     def stop(self, reason: str) -> None:
         """Finish in-flight sends, claim nothing more (SIGTERM, cancel, fatal error)."""
@@ -217,10 +220,13 @@ class Engine:
             try:
                 async with self.semaphore:
                     result = await self.transport.send(message)
+                self._failures_in_a_row = 0
                 return Outcome(row, "sent", result.message_id)
             except UnknownFate as exc:
+                self._failed(str(exc))
                 return Outcome(row, "unknown", str(exc))
             except RetriableDeliveryError as exc:
+                self._failed(str(exc))
                 self.tally.retried += 1
                 wait = self.config.backoff(attempt, exc.retry_after)
                 if exc.status == 429:
@@ -235,6 +241,16 @@ class Engine:
             except DeliveryError as exc:  # any other: treat as unknown, never resend blindly
                 return Outcome(row, "unknown", str(exc))
         return Outcome(row, "retry", last)
+
+    def _failed(self, error: str) -> None:
+        """Count a failed attempt; too many in a row trip the circuit breaker: the provider is
+        down or refusing, and hammering it only burns retries. The run pauses, the reason is
+        recorded, and `calm-mail run ... --resume` continues once it is fixed."""
+        self._failures_in_a_row += 1
+        if self._failures_in_a_row >= self.config.circuit_breaker and self._stop is None:
+            reason = f"{self._failures_in_a_row} failed attempts in a row; last: {error}"
+            self.tally.circuit_open = reason
+            self.stop(f"circuit breaker: {reason}")
 
     def _record(self, outcomes: Sequence[Outcome]) -> None:
         sent: list[tuple[str, str | None]] = []

@@ -45,6 +45,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     preflight: bool = True  # real runs check inputs, plan, key and window before any send
     should_stop: Callable[[], bool] | None = None  # polled: scheduler shutdown, lease lost
+    resume: bool = False  # continue an edition the circuit breaker (or an operator) paused
 
 
 @dataclass(slots=True, kw_only=True)
@@ -62,8 +63,17 @@ class RunReport:
     plan_summary: Any = None
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        """Finished with nothing left to send, and no systemic failure: more than 1% of this
+        run's recipients (at least 10) refused is a problem with the run, not with addresses."""
+        failed = sum(self.tally.failed.values())
+        allowed = max(10, self.tally.total_sent // 100)
+        return self.state == "sent" and not self.tally.stopped and failed <= allowed
+
     def as_dict(self) -> dict[str, Any]:
         return {
+            "ok": self.ok,
             "campaign": self.campaign,
             "edition": self.edition,
             "dry_run": self.dry_run,
@@ -191,6 +201,8 @@ def _run_edition(
         ledger.delete_deliveries(info.edition_id)
     else:
         make_transport(campaign, options)  # a missing API key is a usage error: say it first
+        if info.state == "paused":
+            _resume_or_refuse(campaign, edition, ledger, info, options)
     store = ReadOnlyAssignments(ledger) if options.dry_run else ledger
     plan = plan_edition(campaign, edition, store=store, now=now, shard=options.shard)
     if options.preflight and not options.dry_run:
@@ -212,6 +224,9 @@ def _run_edition(
     counts = ledger.counts(info.edition_id)
     open_rows = sum(n for (state, _), n in counts.items() if state in ("planned", "claimed"))
     fatal = bool(tally.stopped and "fatal" in tally.stopped)
+    if tally.circuit_open:
+        ledger.update_edition(info.edition_id, state="paused")
+        ledger.log_action(info.edition_id, "circuit_breaker", {"reason": tally.circuit_open})
     state = "sent" if open_rows == 0 else ("failed" if fatal else "sending")
     current = ledger.get_edition_state(info.edition_id)
     if current not in ("cancelled", "paused"):
@@ -232,6 +247,42 @@ def _run_edition(
         plan_summary=plan.summary,
         warnings=warnings,
     )
+
+
+def _resume_or_refuse(
+    campaign: Campaign, edition: Edition, ledger: Any, info: Any, options: RunOptions
+) -> None:
+    """A paused edition sends nothing until someone says --resume (which also lifts a pause
+    of its SendGrid batch made with `cancel --pause`)."""
+    if not options.resume:
+        reasons = [
+            e.detail
+            for e in ledger.edition_log(info.edition_id)
+            if e.action in ("circuit_breaker", "pause")
+        ]
+        why = f" ({_why(reasons[-1])})" if reasons else ""
+        raise UsageError(
+            f"{campaign.name} {edition}: the edition is paused{why}. Fix the cause, then "
+            f"continue with `calm-mail run {campaign.name} --edition {edition} --resume`."
+        )
+    if info.batch_id and info.scheduled_status == "pause":
+        transport = make_transport(campaign, options)
+
+        async def unpause() -> None:
+            try:
+                await transport.scheduled_send(info.batch_id, None)
+            finally:
+                await transport.aclose()
+
+        asyncio.run(unpause())
+    ledger.update_edition(info.edition_id, state="sending", scheduled_status=None)
+    ledger.log_action(info.edition_id, "resume", {"by": "run --resume"})
+
+
+def _why(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return str(detail.get("reason") or detail.get("at") or "paused by an operator")
+    return str(detail)
 
 
 def _preflight(

@@ -177,3 +177,16 @@ def test_a_cancelled_edition_claims_nothing(
     tally = _run(ledger, composer, sandbox.url, edition_id)
     assert tally.total_sent == 0 and tally.stopped == "edition cancelled"
     assert sandbox.messages() == []
+
+
+def test_the_circuit_breaker_pauses_the_run_and_loses_nothing(
+    ledger: Any, composer: Composer, delivery: Any, sandbox_factory: Any
+) -> None:
+    sandbox = sandbox_factory(outages=((0.0, 600.0),))
+    edition_id = _plan(ledger, delivery, 30)
+    tally = _run(ledger, composer, sandbox.url, edition_id, circuit_breaker=8, max_tries=50)
+    assert tally.circuit_open and "503" in tally.circuit_open
+    assert tally.stopped and tally.stopped.startswith("circuit breaker")
+    assert tally.total_sent == 0 and sandbox.messages() == []
+    counts = ledger.counts(edition_id)
+    assert counts == {("planned", "personalized"): 30}  # every row back to planned
