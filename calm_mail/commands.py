@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from calm_mail.campaign import Campaign, load_campaign, project_root
 from calm_mail.edition import Edition
-from calm_mail.errors import ConfigError, UsageError
+from calm_mail.errors import CalmMailError, ConfigError, UsageError
 
 # Wide enough for the report's tables when the output is a file or a CI log, not a terminal.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
@@ -210,16 +211,49 @@ def run(
         shard=_parse_shard(shard),
         resume=resume,
     )
+    started = time.monotonic()
     with _ledger(ctx) as ledger, _Progress(enabled=sys.stderr.isatty() and not as_json) as bar:
-        report = run_edition(
-            camp, edition, ledger, options, on_progress=bar.advance, on_total=bar.start
-        )
+        try:
+            report = run_edition(
+                camp, edition, ledger, options, on_progress=bar.advance, on_total=bar.start
+            )
+        except CalmMailError as exc:
+            if not dry_run:  # a failed real run is announced with its reason, then reported
+                _announce_failure(camp, edition, ledger, exc, time.monotonic() - started)
+            raise
+        if not dry_run:
+            _announce(camp, edition, ledger, report)
     if as_json:
         click.echo(orjson.dumps(report.as_dict()).decode())
     else:
         print_run_report(report)
     if not report.ok:
         ctx.exit(1)
+
+
+def _announce(camp: Campaign, edition: Edition, ledger: Any, report: Any) -> None:
+    """Every real run ends with one JSON summary line in the log (and Slack when configured)."""
+    from calm_mail.ops import alerts
+
+    info = ledger.get_edition(camp.name, edition.key)
+    preflight = info.preflight if info is not None else None
+    alerts.announce(alerts.run_summary(report, preflight=preflight, seconds=report.seconds), camp)
+
+
+def _announce_failure(
+    camp: Campaign, edition: Edition, ledger: Any, exc: CalmMailError, seconds: float
+) -> None:
+    from calm_mail.ops import alerts
+
+    info = ledger.get_edition(camp.name, edition.key)
+    preflight = info.preflight if info is not None else None
+    reason = str(exc).splitlines()[0]
+    alerts.announce(
+        alerts.failure_summary(
+            camp.name, edition.key, reason, seconds=seconds, preflight=preflight
+        ),
+        camp,
+    )
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from calm_mail.edition import Edition
+from calm_mail.inputs.generate import generate
 from calm_mail.sandbox import SandboxConfig, SandboxHandle, run_sandbox
 from tests.compose.conftest import campaign, catalog, composer, delivery  # noqa: F401
 
 KEY = "SG.test-key"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -28,3 +34,13 @@ def sandbox_factory() -> Iterator[object]:
     yield start
     for ctx in reversed(contexts):
         ctx.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Edition]:
+    root = tmp_path_factory.mktemp("project")
+    for folder in ("campaigns", "rules", "templates"):
+        shutil.copytree(REPO / folder, root / folder)
+    edition = Edition.of(datetime.now(UTC).date()).previous()  # send times in the past: valid
+    generate(root / "data" / "demo", users=150, seed=5, edition=edition.key)
+    return root, edition

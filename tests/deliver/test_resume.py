@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import Counter
 from dataclasses import replace
@@ -16,21 +15,10 @@ from calm_mail.campaign import load_campaign
 from calm_mail.deliver.run import RunOptions, run_edition
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
-from calm_mail.inputs.generate import generate
 from calm_mail.store import Ledger
 from tests.deliver.conftest import KEY
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Edition]:
-    root = tmp_path_factory.mktemp("project")
-    for folder in ("campaigns", "rules", "templates"):
-        shutil.copytree(REPO / folder, root / folder)
-    edition = Edition.of(datetime.now(UTC).date()).previous()  # send times in the past: valid
-    generate(root / "data" / "demo", users=150, seed=5, edition=edition.key)
-    return root, edition
 
 
 def test_paused_by_the_breaker_then_resumed(
