@@ -62,14 +62,21 @@ class RunReport:
     outbox: Path | None = None
     plan_summary: Any = None
     warnings: list[str] = field(default_factory=list)
+    partial: bool = False  # a --shard or --limit run: the edition may go on without it
 
     @property
     def ok(self) -> bool:
-        """Finished with nothing left to send, and no systemic failure: more than 1% of this
-        run's recipients (at least 10) refused is a problem with the run, not with addresses."""
+        """This run did its whole share of the work, with no systemic failure.
+
+        Its share: the edition (state `sent`), or its shard / its --limit (then other work may
+        remain for other runs). Not ok: stopped early, deliveries of unknown fate left for
+        reconciliation, or more than 1% of its recipients (at least 10) refused — that is a
+        problem with the run, not with addresses.
+        """
         failed = sum(self.tally.failed.values())
         allowed = max(10, self.tally.total_sent // 100)
-        return self.state == "sent" and not self.tally.stopped and failed <= allowed
+        finished = self.state == "sent" or self.partial
+        return finished and not self.tally.stopped and not self.tally.unknown and failed <= allowed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,7 +180,10 @@ def run_edition(
         return _run_edition(campaign, edition, ledger, options, on_progress, on_total)
     from calm_mail.ops.lock import edition_lock
 
-    with edition_lock(ledger, campaign.name, edition):
+    # One lock per shard: shards of one edition run side by side (row claims keep each
+    # delivery exactly-once); two workers on the same shard, or two whole runs, do not.
+    scope = f"{edition}#{options.shard[0]}of{options.shard[1]}" if options.shard else edition
+    with edition_lock(ledger, campaign.name, scope):
         return _run_edition(campaign, edition, ledger, options, on_progress, on_total)
 
 
@@ -246,6 +256,7 @@ def _run_edition(
         outbox=getattr(transport, "folder", None),
         plan_summary=plan.summary,
         warnings=warnings,
+        partial=options.shard is not None or options.limit is not None,
     )
 
 
@@ -325,8 +336,9 @@ async def _send(
     try:
         batch_id = info.batch_id
         if not transport.dry_run and batch_id is None:
-            batch_id = await transport.create_batch()
-            ledger.update_edition(info.edition_id, batch_id=batch_id)
+            created = await transport.create_batch()
+            if created is not None:
+                batch_id = ledger.claim_batch_id(info.edition_id, created)
         reconciled = None
         if not transport.dry_run:
             reconciled = reconcile(

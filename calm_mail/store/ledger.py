@@ -332,6 +332,24 @@ class Ledger:
         if result.rowcount == 0:
             raise LookupError(f"no edition with id {edition_id}")
 
+    def claim_batch_id(self, edition_id: int, batch_id: str) -> str:
+        """Set the edition's SendGrid batch id unless one is set already; return the one that
+        holds. Several sender processes (shards) may create a batch at once: the first write
+        wins and every process sends under it (an unused batch id costs nothing)."""
+        e = schema.editions
+        with self._write() as conn:
+            conn.execute(
+                sa.update(e)
+                .where(e.c.edition_id == edition_id, e.c.batch_id.is_(None))
+                .values(batch_id=batch_id, updated_at=self.clock())
+            )
+            winner = conn.execute(
+                sa.select(e.c.batch_id).where(e.c.edition_id == edition_id)
+            ).scalar()
+        if winner is None:
+            raise LookupError(f"no edition with id {edition_id}")
+        return str(winner)
+
     def last_sent_edition(self, campaign: str, before: str) -> EditionInfo | None:
         """The latest edition of `campaign` keyed before `before` that mailed anyone
         (at least one delivery ``sent``), whatever its own state says."""

@@ -1,0 +1,62 @@
+"""Shards of one edition sent by several processes at once: exactly one email per user."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from calm_mail.edition import Edition
+from calm_mail.records import DeliveryState
+from calm_mail.store import Ledger
+
+
+def test_four_shard_processes_send_every_user_once_under_one_batch(
+    project: tuple[Path, Edition], ledger_url: str, sandbox_factory: Any
+) -> None:
+    root, edition = project
+    sandbox = sandbox_factory(latency_ms=5)
+    env = {
+        **os.environ,
+        "CALM_MAIL_ROOT": str(root),
+        "CALM_MAIL_DATABASE_URL": ledger_url,
+        "SENDGRID_API_KEY": "SG.shards",
+        "SENDGRID_API_HOST": sandbox.url,
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "calm_mail.cli",
+        "run",
+        "weekly_winddown",
+        "--edition",
+        edition.key,
+        "--json",
+    ]
+    workers = [
+        subprocess.Popen(
+            [*command, "--shard", f"{k}/4"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
+    outputs = [worker.communicate(timeout=240) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, (out, err)
+    with Ledger.connect(ledger_url) as ledger:
+        info = ledger.get_edition("weekly_winddown", edition.key)
+        assert info is not None and info.state == "sent"
+        rows = list(ledger.iter_deliveries(info.edition_id))
+    mailed = {r.delivery_id for r in rows if r.state is DeliveryState.SENT}
+    assert len(mailed) > 50
+    messages = sandbox.messages()
+    per_delivery = Counter(m["custom_args"]["delivery_id"] for m in messages)
+    assert set(per_delivery) == mailed and set(per_delivery.values()) == {1}
+    assert {m["batch_id"] for m in messages} == {info.batch_id}
