@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 import sys
 from typing import Any
 
@@ -58,8 +60,49 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CalmMailError as exc:
-            click.echo(f"calm-mail: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            fail(ctx, str(exc), exc.exit_code)
+        except _PATH_MISTAKES as exc:
+            # A path the user gave that cannot be used (an outbox under /proc, an unwritable
+            # folder): their mistake, not a bug, even when a stage did not wrap it.
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(ctx, f"{where}{exc.strerror or exc}", 2)
+
+
+_PATH_MISTAKES = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def fail(ctx: click.Context, message: str, code: int) -> None:
+    """Print `message` as one paragraph, secrets removed, and exit with `code`."""
+    click.echo(f"calm-mail: {redact(message)}", err=True)
+    ctx.exit(code)
+
+
+# Environment variables whose values are secrets, wherever they might be echoed.
+SECRET_ENV = ("SENDGRID_API_KEY", "CALM_MAIL_SLACK_WEBHOOK_URL")
+_URL_PASSWORD = re.compile(r"(?<=://)([^/:@\s]*):[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` without the values of SECRET_ENV or passwords in URLs (user:pw@host)."""
+    for name in SECRET_ENV:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:  # an empty or one-letter "secret" would blank out everything
+            text = text.replace(value, "***")
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+class _RedactSecrets(logging.Filter):
+    """Keeps secrets out of every log line, whichever library wrote it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # bad %-args: the handler reports that itself
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 def _unavailable(name: str) -> click.Command:
@@ -83,8 +126,10 @@ def _unavailable(name: str) -> click.Command:
 def main(ctx: click.Context, root: str | None, verbose: int) -> None:
     """Build, send and measure the Weekly Winddown email."""
     level = logging.WARNING - 10 * min(verbose, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactSecrets())
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[handler]
     )
     ctx.ensure_object(dict)
     ctx.obj["root"] = root

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from calm_mail.errors import UsageError
 
-_KEY = re.compile(r"^(\d{4})-W(\d{2})$")
+_KEY = re.compile(r"^([0-9]{4})-W([0-9]{2})$", re.IGNORECASE)  # [0-9]: \d takes any script's
 SATURDAY = 6  # ISO weekday
 
 
@@ -28,6 +28,7 @@ class Edition:
 
     @classmethod
     def parse(cls, key: str) -> Edition:
+        """`2026-W48` (or `2026-w48`) -> Edition; UsageError for junk or a week the year lacks."""
         match = _KEY.match(key.strip())
         if not match:
             raise UsageError(f"edition {key!r}: expected an ISO week like 2026-W48")
@@ -58,7 +59,11 @@ class Edition:
         return date.fromisocalendar(self.year, self.week, 1)
 
     def previous(self) -> Edition:
-        return Edition.of(self.monday - timedelta(days=7))
+        """The edition a week earlier (across year boundaries, 52- and 53-week years)."""
+        try:
+            return Edition.of(self.monday - timedelta(days=7))
+        except OverflowError:
+            raise UsageError(f"edition {self.key!r} has no previous edition") from None
 
     def __str__(self) -> str:
         return self.key

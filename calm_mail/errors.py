@@ -44,7 +44,7 @@ class InputError(CalmMailError, ValueError):
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
         self.path = path
         self.line = line
-        where = path if line is None else f"{path}:{line}"
+        where = f"{path}:{line}" if path and line is not None else path
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -37,29 +37,51 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
         from calm_mail.inputs import read_catalog as reader
 
         skips = SkipCounter()
-        catalog.update(reader(campaign.input_path("catalog", edition), skips=skips))
+        path = campaign.input_path("catalog", edition)
+        catalog.update(reader(path, skips=skips))
+        if not catalog:
+            raise_input(f"{path}: the catalog has no items")
         return f"catalog: {len(catalog)} items ({skips.skipped} bad rows)"
 
     def audience() -> str:
         from calm_mail.inputs import iter_audience
 
         skips = SkipCounter()
-        n = sum(
-            1
-            for _ in islice(
-                iter_audience(campaign.input_path("audience", edition), skips=skips), 1000
-            )
-        )
+        path = campaign.input_path("audience", edition)
+        n = sum(1 for _ in islice(iter_audience(path, skips=skips), SAMPLE))
+        if n == 0:
+            raise_input(f"{path}: the audience has no readable users ({_skips(skips)})")
         return f"audience: readable ({n} users checked in the first rows)"
 
     def recommendations() -> str:
-        from calm_mail.inputs import list_prefix
+        from calm_mail.inputs import iter_recommendations, list_prefix
 
         prefix = campaign.input_path("recommendations", edition)
         parts = list_prefix(prefix, (".out", ".out.gz"))
         if not parts:
             raise_input(f"{prefix}: no Personalize output (*.out) for edition {edition}")
-        return f"personalize output: {len(parts)} part file(s)"
+        for part in parts:  # every part opens, decompresses and has good lines
+            skips = SkipCounter()
+            good = sum(1 for _ in islice(iter_recommendations(part, skips=skips), SAMPLE))
+            if good == 0:
+                raise_input(f"{part}: no readable Personalize lines ({_skips(skips)})")
+        return f"personalize output: {len(parts)} part file(s), each readable"
+
+    def history() -> str:
+        from calm_mail.inputs import iter_completions
+
+        skips = SkipCounter()
+        path = campaign.input_path("history", edition)
+        n = sum(1 for _ in islice(iter_completions(path, skips=skips), SAMPLE))
+        if n == 0 and skips.total:
+            raise_input(f"{path}: no readable completions ({_skips(skips)})")
+        return f"history: readable ({n} completions checked in the first rows)"
+
+    def schedule() -> str:
+        from calm_mail.ops.scheduler import trigger_for
+
+        trigger_for(campaign)
+        return f"schedule: prepare {campaign.schedule.prepare!r} (UTC)"
 
     def editorial() -> str:
         from calm_mail.inputs import read_editorial
@@ -87,10 +109,20 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
     check("catalog", read_catalog)
     check("audience", audience)
     check("recommendations", recommendations)
+    check("history", history)
+    check("schedule", schedule)
     check("editorial", editorial)
     check("rules", rules)
     check("templates", templates)
     return problems, notes
+
+
+SAMPLE = 1000  # rows read from each input: enough to prove it is readable, cheap at any size
+
+
+def _skips(skips: SkipCounter) -> str:
+    counts = ", ".join(f"{why} {n}" for why, n in sorted(skips.counts.items()))
+    return counts or "it is empty"
 
 
 def raise_input(message: str) -> None:

@@ -21,7 +21,6 @@ the compiled subject and preheader templates. Per-user work is only ``Template.r
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,14 +207,12 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str
 
 def load_strings(directory: Path, locale: str) -> LocaleStrings:
     """Read `strings/<locale>.toml`. ConfigError (file: what) when missing or not TOML."""
+    from calm_mail.campaign import read_toml
+
     path = directory / STRINGS / f"{locale}.toml"
-    try:
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no strings for locale {locale!r}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if not path.exists():
+        raise ConfigError(f"{path}: no strings for locale {locale!r}")
+    values = read_toml(path)
     return LocaleStrings(locale=locale, path=path, values=values)
 
 

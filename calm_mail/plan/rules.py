@@ -18,7 +18,6 @@ item twice, never more than the campaign's ``max_items``.
 
 from __future__ import annotations
 
-import tomllib
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -544,14 +543,10 @@ class BoundRules:
 
 def load_rules(path: Path | str) -> RuleSet:
     """Read and check a rule file. Raises `RuleError` listing every problem with its step/key."""
+    from calm_mail.campaign import read_toml
+
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{path}: not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot read the rule file: {exc.strerror}") from exc
+    data = read_toml(path, RuleError)
     specs, problems = parse_steps(str(path), data)
     if problems:
         raise RuleError(problems)

@@ -30,7 +30,7 @@ def _rate(name: str, value: float) -> float:
 
 
 @click.command("sandbox")
-@click.option("--port", type=int, default=3030, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=3030, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--latency-ms", type=float, default=0.0, help="Delay before every v3 answer.")
 @click.option("--fail-rate", type=float, default=0.0, help="Share of sends answered 500/503.")

@@ -24,6 +24,7 @@ import base64
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from calm_mail.errors import ConfigError
 from calm_mail.records import (
     Completion,
     DeliveryState,
@@ -136,6 +138,18 @@ def shard_of(user_id: str, n: int = SHARDS) -> int:
     return bucket % n
 
 
+def _hidden(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def normalize_url(url: str) -> str:
     """Pick psycopg 3 for PostgreSQL URLs written the usual way."""
     for prefix in ("postgresql://", "postgres://"):
@@ -221,10 +235,23 @@ class Ledger:
     @classmethod
     def connect(cls, url: str | None = None, *, root: Path | None = None) -> Ledger:
         """Open the ledger at `url` (see `default_url`), creating or migrating its schema."""
-        ledger = cls(_make_engine(url or default_url(root)))
+        target = url or default_url(root)
+        try:
+            ledger = cls(_make_engine(target))
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+            raise ConfigError(
+                f"CALM_MAIL_DATABASE_URL: {_hidden(target)!r} is not a database "
+                "URL (sqlite:///path.db or postgresql://user:pw@host/db)"
+            ) from exc
         try:
             with ledger._write() as conn:
                 migrate(conn)
+        except sa.exc.OperationalError as exc:
+            ledger.close()
+            raise ConfigError(
+                f"CALM_MAIL_DATABASE_URL: cannot open the ledger at "
+                f"{ledger.url_for_display}: {_first_line(exc.orig)}"
+            ) from exc
         except BaseException:
             ledger.close()
             raise

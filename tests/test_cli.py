@@ -1,0 +1,443 @@
+"""The command line: every user mistake is exit 2 and one clear paragraph, never a traceback;
+every command has help; no command prints an API key."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from calm_mail import cli, errors
+from calm_mail.cli import main, redact
+from calm_mail.edition import Edition
+from calm_mail.inputs.generate import generate
+
+REPO = Path(__file__).resolve().parents[1]
+EDITION = Edition.upcoming().key  # `run`'s pre-flight wants send times within SendGrid's 72 h
+SECRET = "SG.secret-should-not-leak"
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated data set for EDITION, shared read-only by this module's tests."""
+    data = tmp_path_factory.mktemp("cli-data") / "demo"
+    generate(data, users=300, seed=1, edition=EDITION)
+    return data
+
+
+def make_root(tmp_path: Path, data: Path | None = None, *, copy_data: bool = False) -> Path:
+    """A project folder with the repo's campaigns, rules and templates, and `data` (linked, or
+    copied when the test will break it) where the shipped campaigns look for it."""
+    root = tmp_path / "project"
+    for folder in ("campaigns", "rules", "templates"):
+        shutil.copytree(REPO / folder, root / folder)
+    if data is not None:
+        (root / "data").mkdir()
+        if copy_data:
+            shutil.copytree(data, root / "data" / "demo")
+        else:
+            (root / "data" / "demo").symlink_to(data, target_is_directory=True)
+    return root
+
+
+@pytest.fixture
+def root(tmp_path: Path, demo_data: Path) -> Path:
+    return make_root(tmp_path, demo_data)
+
+
+@pytest.fixture
+def broken_root(tmp_path: Path, demo_data: Path) -> Path:
+    """Like `root`, with a private copy of the data to break."""
+    return make_root(tmp_path, demo_data, copy_data=True)
+
+
+def invoke(root: Path, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
+    runner = CliRunner(
+        env={
+            "CALM_MAIL_DATABASE_URL": f"sqlite:///{root / 'ledger.db'}",
+            "CALM_MAIL_ROOT": None,
+            "SENDGRID_API_KEY": None,
+            "SENDGRID_API_HOST": None,
+            **(env or {}),
+        }
+    )
+    return runner.invoke(main, ["--root", str(root), *args])
+
+
+def mistake(result: Result) -> str:
+    """Assert `result` is a user mistake reported well; return its message."""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"{result.output}\nraised {result.exception!r}") from result.exception
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    output = result.stderr.strip()  # stdout may hold progress ("ok  catalog: ...") first
+    if output.startswith("Usage:"):  # click's own usage error: usage, blank line, the error
+        output = output.split("\n\n")[-1]
+        assert output.startswith("Error: "), output
+    else:
+        assert output.startswith("calm-mail: "), output
+    assert "\n\n" not in output, output  # one paragraph
+    return output
+
+
+def ok(result: Result) -> str:
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"{result.output}\nraised {result.exception!r}") from result.exception
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def _readme_commands() -> list[tuple[str, str | None]]:
+    """(command, subcommand) of every line of the README's command block."""
+    found = []
+    for line in (REPO / "README.md").read_text().splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "calm-mail":
+            sub = words[2] if len(words) > 2 and re.fullmatch(r"[a-z]+", words[2]) else None
+            found.append((words[1], sub))
+    return found
+
+
+def test_readme_lists_the_design_commands() -> None:
+    tops = {top for top, _ in _readme_commands()}
+    design = {"demo", "data", "validate", "plan", "preview", "run", "status", "cancel"}
+    design |= {"events", "completions", "report", "schedule", "sandbox"}
+    assert design <= tops
+
+
+def test_main_help_lists_every_command(tmp_path: Path) -> None:
+    output = ok(invoke(tmp_path, "--help"))
+    listed = set(re.findall(r"^  ([a-z]+)\b", output.split("Commands:")[1], re.MULTILINE))
+    assert {top for top, _ in _readme_commands()} <= listed
+    assert set(cli.COMMANDS) == listed
+
+
+@pytest.mark.parametrize(("top", "sub"), sorted(set(_readme_commands()), key=str))
+def test_readme_commands_exist(tmp_path: Path, top: str, sub: str | None) -> None:
+    output = ok(invoke(tmp_path, top, *([sub] if sub else []), "--help"))
+    assert output.startswith("Usage: ")
+    assert "not available in this build" not in output
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_has_help(tmp_path: Path, name: str) -> None:
+    output = ok(invoke(tmp_path, name, "--help"))
+    assert output.startswith("Usage: ")
+    command = main.get_command(click.Context(main), name)
+    assert command is not None and "not available" not in (command.help or "")
+    if isinstance(command, click.Group):
+        for sub in command.list_commands(click.Context(command)):
+            assert ok(invoke(tmp_path, name, sub, "--help")).startswith("Usage: ")
+
+
+# ----------------------------------------------------------------------------- campaign mistakes
+
+
+def test_unknown_campaign_lists_known_ones(root: Path) -> None:
+    for command in ("validate", "plan", "run", "status", "history"):
+        message = mistake(invoke(root, command, "weekly_windown"))
+        assert "no campaign 'weekly_windown'" in message
+        assert "weekly_winddown" in message and "winddown_abc" in message
+
+
+def test_broken_campaign_file_names_file_and_line(root: Path) -> None:
+    path = root / "campaigns" / "weekly_winddown.toml"
+    lines = path.read_text().splitlines()
+    lines[6] = 'title = "Weekly Winddown'  # an unclosed string on line 7
+    path.write_text("\n".join(lines))
+    message = mistake(invoke(root, "plan", "weekly_winddown", "--edition", EDITION))
+    assert f"{path}: not valid TOML" in message
+    assert "line 7" in message
+
+
+def test_campaign_mistakes_are_listed_by_key(root: Path) -> None:
+    path = root / "campaigns" / "weekly_winddown.toml"
+    text = path.read_text().replace("weight = 50", "weight = 0").replace("max_items = 6", "")
+    text = text.replace('fallback_timezone = "America/New_York"', 'fallback_timezone = "America"')
+    path.write_text(text.replace("[sender]", "[sender]\nfrom_mail = 'x@calm.example'"))
+    message = mistake(invoke(root, "validate", "weekly_winddown"))
+    lines = message.removeprefix("calm-mail: ").splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines), lines
+    assert f"{path}: experiment.arms[0].weight: must be greater than 0" in lines
+    assert f"{path}: experiment.arms[1].weight: must be greater than 0" in lines
+    assert f"{path}: sender.from_mail: unknown key (a typo?)" in lines
+    assert f"{path}: schedule.fallback_timezone: unknown time zone 'America'" in lines
+    assert len(lines) == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "campaign: required, but missing"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text"),
+        (b"[campaign]\nname = 'weekly_winddown'\n[campaign]\n", "not valid TOML"),
+    ],
+    ids=["empty", "binary", "table twice"],
+)
+def test_unusable_campaign_files(root: Path, content: bytes, expected: str) -> None:
+    (root / "campaigns" / "weekly_winddown.toml").write_bytes(content)
+    assert expected in mistake(invoke(root, "plan", "weekly_winddown", "--edition", EDITION))
+
+
+def test_campaign_file_that_is_a_folder(root: Path) -> None:
+    (root / "campaigns" / "folder.toml").mkdir()
+    assert "cannot read" in mistake(invoke(root, "validate", "folder"))
+
+
+_JUNK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_JUNK
+@given(name=st.text(min_size=1, max_size=30).filter(lambda n: not n.startswith("-")))
+def test_junk_campaign_names(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    root = tmp_path_factory.mktemp("names")
+    (root / "campaigns").mkdir()
+    message = mistake(invoke(root, "history", name))
+    assert "no campaign" in message
+
+
+@_JUNK
+@given(edition=st.text(max_size=12).filter(lambda e: not e.startswith("-")))
+def test_junk_editions(tmp_path_factory: pytest.TempPathFactory, edition: str) -> None:
+    assume(not re.fullmatch(r"\s*[0-9]{4}-[wW][0-9]{2}\s*", edition))
+    root = tmp_path_factory.mktemp("editions")
+    message = mistake(invoke(root, "status", "weekly_winddown", "--edition", edition))
+    assert "--edition" in message
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("edition", ["2026-W54", "2026-W00", "2027-W53", "next week", "2026W48"])
+@pytest.mark.parametrize("command", ["validate", "plan", "run", "status", "cancel", "report"])
+def test_bad_edition(root: Path, command: str, edition: str) -> None:
+    message = mistake(invoke(root, command, "weekly_winddown", "--edition", edition))
+    assert repr(edition) in message and "ISO week" in message
+
+
+def test_run_without_api_key(root: Path) -> None:
+    message = mistake(invoke(root, "run", "weekly_winddown", "--edition", EDITION))
+    assert "SENDGRID_API_KEY" in message and "--dry-run" in message
+
+
+def test_outbox_without_dry_run(root: Path, tmp_path: Path) -> None:
+    args = ["run", "weekly_winddown", "--edition", EDITION, "--outbox", str(tmp_path / "o")]
+    assert "--outbox goes with --dry-run" in mistake(invoke(root, *args))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("shard", ["x", "1", "5/3", "3/3", "-1/4", "0/0", "0/3", "1/2/3", "a/b"])
+def test_bad_shard(root: Path, shard: str) -> None:
+    args = ["run", "weekly_winddown", "--edition", EDITION, "--dry-run", "--shard", shard]
+    assert f"--shard {shard!r}" in mistake(invoke(root, *args))
+
+
+def test_outbox_that_cannot_be_made(root: Path) -> None:
+    inside_a_file = root / "campaigns" / "weekly_winddown.toml" / "outbox"
+    args = ["run", "weekly_winddown", "--edition", EDITION, "--dry-run"]
+    message = mistake(invoke(root, *args, "--outbox", str(inside_a_file)))
+    assert "weekly_winddown.toml" in message
+
+
+def test_report_needs_edition_or_experiment(root: Path) -> None:
+    message = mistake(invoke(root, "report", "weekly_winddown"))
+    assert "--edition" in message and "--experiment" in message
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_plan_names_the_missing_input(tmp_path: Path) -> None:
+    root = make_root(tmp_path)  # no data at all
+    message = mistake(invoke(root, "plan", "weekly_winddown", "--edition", EDITION))
+    assert str(root / "data" / "demo" / "catalog.csv") in message
+
+
+def test_validate_names_every_missing_input(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    message = mistake(invoke(root, "validate", "weekly_winddown", "--edition", EDITION))
+    demo = root / "data" / "demo"
+    for missing in (
+        demo / "catalog.csv",
+        demo / "users.csv",
+        demo / "personalize" / EDITION,
+        demo / "editorial" / f"{EDITION}.toml",
+    ):
+        assert str(missing) in message, missing
+
+
+def test_validate_a_good_data_set(root: Path) -> None:
+    output = ok(invoke(root, "validate", "weekly_winddown", "--edition", EDITION))
+    assert f"weekly_winddown {EDITION}: valid" in output
+
+
+def test_validate_lists_every_problem_at_once(broken_root: Path) -> None:
+    demo = broken_root / "data" / "demo"
+    shutil.rmtree(demo / "personalize" / EDITION)
+    (demo / "editorial" / f"{EDITION}.toml").write_text("edition = [")
+    rules = broken_root / "rules" / "weekly_winddown.toml"
+    rules.write_text(rules.read_text() + '\n[[steps]]\nname = "telepathy"\n')
+    (broken_root / "templates" / "weekly_winddown" / "layout.mjml").unlink()
+    message = mistake(invoke(broken_root, "validate", "weekly_winddown", "--edition", EDITION))
+    assert "4 problem(s)" in message
+    assert f"personalize/{EDITION}" in message
+    assert f"editorial/{EDITION}.toml: not valid TOML" in message
+    assert "unknown step 'telepathy'" in message
+    assert "layout.mjml" in message
+
+
+BREAKAGES: dict[str, Callable[[Path], object]] = {
+    "catalog is a folder": lambda demo: _replace_with_folder(demo / "catalog.csv"),
+    "audience is a folder": lambda demo: _replace_with_folder(demo / "users.csv"),
+    "empty catalog": lambda demo: (demo / "catalog.csv").write_text(""),
+    "empty audience": lambda demo: (demo / "users.csv").write_text(""),
+    "binary catalog": lambda demo: (demo / "catalog.csv").write_bytes(b"\xff\xfe\x00\x01" * 50),
+    "audience without a column": lambda demo: _drop_column(demo / "users.csv", "EMAIL"),
+    "editorial is empty": lambda demo: (demo / "editorial" / f"{EDITION}.toml").write_text(""),
+}
+
+
+def _replace_with_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _drop_column(path: Path, column: str) -> None:
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    index = rows[0].index(column)
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(row[:index] + row[index + 1 :] for row in rows)
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_broken_inputs_are_exit_2(broken_root: Path, command: str, breakage: str) -> None:
+    BREAKAGES[breakage](broken_root / "data" / "demo")
+    message = mistake(invoke(broken_root, command, "weekly_winddown", "--edition", EDITION))
+    assert str(broken_root / "data" / "demo") in message
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+def test_run_never_prints_the_api_key(root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    env = {"SENDGRID_API_KEY": SECRET, "SENDGRID_API_HOST": "http://127.0.0.1:9"}
+    result = invoke(root, "-vv", "run", "weekly_winddown", "--edition", EDITION, env=env)
+    assert result.exit_code == 1, result.output  # nobody listens on port 9: the job fails
+    assert "127.0.0.1:9" in result.output  # ... and says where it tried
+    assert "Traceback" not in result.output
+    assert caplog.records, "-vv logs something"
+    status = invoke(root, "status", "weekly_winddown", "--edition", EDITION, env=env)
+    for text in (result.output, caplog.text, status.output):
+        assert SECRET not in text
+        assert "secret-should-not-leak" not in text
+
+
+def test_redact_removes_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENDGRID_API_KEY", SECRET)
+    text = f"auth {SECRET} to postgresql://calm:hunter2@127.0.0.1/db and sqlite:///x.db"
+    cleaned = redact(text)
+    assert SECRET not in cleaned and "hunter2" not in cleaned
+    assert "postgresql://calm:***@127.0.0.1/db" in cleaned and "sqlite:///x.db" in cleaned
+    monkeypatch.setenv("SENDGRID_API_KEY", "")
+    assert redact("nothing to hide") == "nothing to hide"
+
+
+def test_log_lines_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENDGRID_API_KEY", SECRET)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key=%s", (SECRET,), None)
+    assert cli._RedactSecrets().filter(record)
+    assert record.getMessage() == "key=***"
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+@click.command()
+@click.argument("kind")
+def raiser(kind: str) -> None:
+    """Raises the error named KIND (registered as a command by the test below)."""
+    raise RAISED[kind]
+
+
+RAISED: dict[str, BaseException] = {
+    "usage": errors.UsageError("no such thing"),
+    "config": errors.ConfigError(["a.toml: x: bad", "a.toml: y: bad"]),
+    "rule": errors.RuleError("rules/x.toml: step 1: bad"),
+    "input": errors.InputError("bad row", path="users.csv", line=7),
+    "render": errors.RenderError("layout.mjml:3: bad tag"),
+    "preflight": errors.PreflightError("pre-flight failed"),
+    "delivery": errors.FatalDeliveryError("401 from SendGrid", status=401),
+    "lock": errors.LockHeld("another run holds the lock"),
+    "missing": FileNotFoundError(2, "No such file or directory", "/no/such/outbox"),
+    "folder": IsADirectoryError(21, "Is a directory", "/tmp"),
+    "secret": errors.ConfigError(f"auth {SECRET} refused"),
+}
+EXIT_CODES = {"preflight": 1, "delivery": 1, "lock": 3}
+
+
+@pytest.mark.parametrize("kind", sorted(RAISED))
+def test_errors_become_exit_codes_and_one_paragraph(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setitem(cli.COMMANDS, "raiser", "tests.test_cli:raiser")
+    result = invoke(tmp_path, "raiser", kind, env={"SENDGRID_API_KEY": SECRET})
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == EXIT_CODES.get(kind, 2)
+    message = result.stderr.strip()
+    assert message.startswith("calm-mail: ") and "\n\n" not in message
+    assert str(RAISED[kind]).split("\n")[0] in message or kind in ("missing", "folder", "secret")
+    assert SECRET not in result.output
+
+
+def test_path_errors_name_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(cli.COMMANDS, "raiser", "tests.test_cli:raiser")
+    message = invoke(tmp_path, "raiser", "missing").stderr.strip()
+    assert message == "calm-mail: /no/such/outbox: No such file or directory"
+
+
+def test_input_error_places() -> None:
+    assert str(errors.InputError("bad", path="a.csv", line=3)) == "a.csv:3: bad"
+    assert str(errors.InputError("bad", path="a.csv")) == "a.csv: bad"
+    assert str(errors.InputError("bad", line=3)) == "bad"
+
+
+# ----------------------------------------------------------------------------- once gaps
+# User mistakes that used to end in a traceback in other stages' code; fixed there.
+
+
+def test_binary_rules_file(root: Path) -> None:
+    (root / "rules" / "weekly_winddown.toml").write_bytes(b"\xff\xfe\x00\x01")
+    mistake(invoke(root, "plan", "weekly_winddown", "--edition", EDITION))
+
+
+@pytest.mark.parametrize("url", ["junk", "foo://x", "sqlite:///{root}/campaigns/x.toml/l.db"])
+def test_bad_database_url(root: Path, url: str) -> None:
+    (root / "campaigns" / "x.toml").write_text("")
+    env = {"CALM_MAIL_DATABASE_URL": url.format(root=root)}
+    mistake(invoke(root, "history", "weekly_winddown", env=env))
+
+
+def test_bad_database_url_hides_the_password(root: Path) -> None:
+    env = {"CALM_MAIL_DATABASE_URL": "postgresql://calm:hunter2@127.0.0.1:9/nowhere"}
+    result = invoke(root, "history", "weekly_winddown", env=env)
+    mistake(result)
+    assert "hunter2" not in result.output
+
+
+def test_sandbox_port_out_of_range(tmp_path: Path) -> None:
+    mistake(invoke(tmp_path, "sandbox", "--port", "99999"))
