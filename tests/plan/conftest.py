@@ -16,6 +16,8 @@ import pytest
 
 from calm_mail.campaign import Campaign
 from calm_mail.edition import Edition
+from calm_mail.inputs.audience import COLUMNS as AUDIENCE_COLUMNS
+from calm_mail.inputs.catalog import COLUMNS as CATALOG_COLUMNS
 from calm_mail.records import Completion, Item, Recommendation, User
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,24 +122,7 @@ def write_catalog(path: Path, items: Iterable[Item]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "ITEM_ID",
-                "CONTENT_TYPE",
-                "TITLE",
-                "NARRATOR",
-                "DURATION_S",
-                "LANGUAGE",
-                "LEVEL",
-                "IS_KIDS",
-                "TOPICS",
-                "COLLECTION_ID",
-                "COLLECTION_POSITION",
-                "CREATION_TIMESTAMP",
-                "IMAGE_URL",
-                "DEEP_LINK",
-            ]
-        )
+        w.writerow(CATALOG_COLUMNS)
         for it in items:
             w.writerow(
                 [
@@ -163,22 +148,7 @@ def write_users(path: Path, users: Iterable[User]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "USER_ID",
-                "EMAIL",
-                "LOCALE",
-                "TIMEZONE",
-                "PREFERRED_HOUR",
-                "COUNTRY",
-                "TENURE_DAYS",
-                "LEVEL",
-                "IS_KIDS_PROFILE",
-                "SUBSCRIPTION_STATUS",
-                "EMAIL_OPT_IN",
-                "LAST_ACTIVE_AT",
-            ]
-        )
+        w.writerow(AUDIENCE_COLUMNS)
         for u in users:
             active = u.last_active_at.strftime("%Y-%m-%dT%H:%M:%SZ") if u.last_active_at else ""
             w.writerow(

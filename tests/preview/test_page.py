@@ -23,8 +23,6 @@ from calm_mail.campaign import load_campaign
 from calm_mail.preview.preview import EditionPreview
 from tests.preview.conftest import CAMPAIGN, EDITION, REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT = "preview-screenshot.png"
 
 
@@ -126,43 +124,10 @@ def test_preview_api_matches_the_composer(server: str, page_root: Path) -> None:
 # ----------------------------------------------------------------------------- the browser
 
 
-def _chromium_or_skip() -> None:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        message = (
-            f"headless Chromium tests need {', '.join(missing)} (apt: chromium chromium-driver)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set: {message}")
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    _chromium_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1440,1200",
-    ):
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+@pytest.fixture
+def browser(chromium_driver: Any) -> Any:
+    chromium_driver.set_window_size(1440, 1200)
+    return chromium_driver
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 20) -> Any:
