@@ -21,6 +21,7 @@ from calm_mail.bench.core import (
     BenchContext,
     Figure,
     Section,
+    load_text,
     report_json,
     section_table,
     summary_table,
@@ -129,10 +130,11 @@ def main(
         regenerate=regenerate,
     )
     ctx.cache.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
     sections = _run_all(ctx, names)
-    ctx.console.print(summary_table(sections))
+    ctx.console.print(summary_table(sections, load_text(load_before, os.getloadavg())))
     if json_path:
-        report = report_json(sections, sizes, quick)
+        report = report_json(sections, sizes, quick, load_before)
         Path(json_path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         ctx.console.print(f"figures written to {json_path}")
     if any(f.error for s in sections for f in s.figures):

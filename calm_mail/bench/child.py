@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from calm_mail.inputs.catalog import read_catalog
 from calm_mail.inputs.personalize import iter_recommendations
 from calm_mail.plan.assign import MemoryStore
 from calm_mail.plan.planner import plan_edition
@@ -44,9 +45,11 @@ def _idle() -> dict[str, Any]:
     return {}
 
 
-def _read(prefix: str) -> dict[str, Any]:
+def _read(prefix: str, catalog: str = "") -> dict[str, Any]:
+    """Stream every Personalize line; with `catalog`, check item ids as the planner does."""
+    known = read_catalog(catalog, skips=SkipCounter()).keys() if catalog else None
     skips = SkipCounter()
-    users = sum(1 for _ in iter_recommendations(prefix, skips=skips))
+    users = sum(1 for _ in iter_recommendations(prefix, skips=skips, known_items=known))
     return {"users": users, "skipped": skips.skipped}
 
 

@@ -36,7 +36,7 @@ class Sizes:
     latency_ms: float = 50.0
     events: int = 50_000
     event_batch: int = 500
-    rounds: int = 2  # best of N for the wall-clock (latency-bound) send figures
+    rounds: int = 3  # best of N for the wall-clock (latency-bound) send figures
 
 
 FULL = Sizes()
@@ -212,16 +212,23 @@ def section_table(section: Section) -> Table:
     return figure_table(section.title, section.figures, caption=section.method)
 
 
-def summary_table(sections: list[Section]) -> Table:
+def summary_table(sections: list[Section], note: str = "") -> Table:
     figures = [fig for section in sections for fig in section.figures]
-    return figure_table(
-        "Summary",
-        figures,
-        caption="ratio = value / baseline, both measured in this run; a MISS never fails the run",
+    caption = "ratio = value / baseline, both measured in this run; a MISS never fails the run"
+    return figure_table("Summary", figures, caption=f"{caption}\n{note}".strip())
+
+
+def load_text(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    """The machine's 1-minute load average around the run: how shared the cores were."""
+    return (
+        f"load average (1 min) {before[0]:.2f} at the start, {after[0]:.2f} at the end, "
+        f"on {os.cpu_count()} CPUs"
     )
 
 
-def report_json(sections: list[Section], sizes: Sizes, quick: bool) -> dict[str, Any]:
+def report_json(
+    sections: list[Section], sizes: Sizes, quick: bool, load_before: tuple[float, ...]
+) -> dict[str, Any]:
     """Everything measured, for `--json FILE`."""
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -229,7 +236,8 @@ def report_json(sections: list[Section], sizes: Sizes, quick: bool) -> dict[str,
         "sizes": {name: getattr(sizes, name) for name in sizes.__dataclass_fields__},
         "machine": {
             "cpus": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "load_average_start": [round(x, 2) for x in load_before],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(),
             "platform": platform.platform(),
         },

@@ -41,6 +41,7 @@ class LockLedger(Protocol):
     def renew_lock(self, name: str, holder: str, ttl_s: float) -> bool: ...
     def release_lock(self, name: str, holder: str) -> None: ...
     def lock_holder(self, name: str) -> tuple[str, datetime] | None: ...
+    def take_over_lock(self, name: str, previous: str, holder: str, ttl_s: float) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -94,13 +95,47 @@ def edition_lock(
     lease = Lease(name=name, holder=holder, ttl_s=ttl_s)
     advisory = _advisory_lock(ledger, name, f"{campaign} {edition}")
     try:
-        if not ledger.acquire_lock(name, lease.holder, ttl_s):
+        if not ledger.acquire_lock(name, lease.holder, ttl_s) and not _take_over_dead(
+            ledger, name, lease, proven_free=advisory is not None
+        ):
             raise LockHeld(f"{campaign} {edition}: {describe_holder(ledger, name)}")
         with _heartbeat(ledger, lease, on_lost), _registered(name, lease):
             yield lease
     finally:
         if advisory is not None:
             advisory.close()
+
+
+def _take_over_dead(ledger: LockLedger, name: str, lease: Lease, *, proven_free: bool) -> bool:
+    """Take a lease whose holder is dead instead of waiting out its expiry.
+
+    Dead means: on PostgreSQL we hold the edition's advisory lock, which every live holder
+    holds and the server frees when a holder's session dies (`proven_free`); anywhere, the
+    holder is a process of this host that no longer exists (a `kill -9`'d sender).
+    """
+    current = ledger.lock_holder(name)
+    if current is None:
+        return ledger.acquire_lock(name, lease.holder, lease.ttl_s)
+    previous = current[0]
+    if not (proven_free or _dead_here(previous)):
+        return False
+    log.warning("taking over %s from %s, which is no longer running", name, previous)
+    return ledger.take_over_lock(name, previous, lease.holder, lease.ttl_s)
+
+
+def _dead_here(holder: str) -> bool:
+    """True when `holder` (host:pid:thread) names a process of this host that has exited."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    return False
 
 
 def _enter_nested(name: str, holder: str) -> Lease | None:

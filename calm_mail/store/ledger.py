@@ -876,6 +876,20 @@ class Ledger:
             ).rowcount
         return taken == 1
 
+    def take_over_lock(self, name: str, previous: str, holder: str, ttl_s: float) -> bool:
+        """Take the lease `name` from `previous`, a holder known to be dead (its process is
+        gone, or PostgreSQL's advisory lock proves no live holder). Compare-and-set: False if
+        someone else took it meanwhile."""
+        t = schema.locks
+        expires = self.clock() + timedelta(seconds=ttl_s)
+        with self._write() as conn:
+            taken = conn.execute(
+                sa.update(t)
+                .where(t.c.name == name, t.c.holder == previous)
+                .values(holder=holder, expires_at=expires)
+            ).rowcount
+        return taken == 1
+
     def renew_lock(self, name: str, holder: str, ttl_s: float) -> bool:
         """Extend our lease; False when someone else holds it now (ours expired and was taken)."""
         t = schema.locks

@@ -57,6 +57,12 @@ def test_a_crashed_holders_lease_expires(ledger: Ledger) -> None:
     ledger.clock = lambda: now[0]
     # A holder that crashed: it took the lease and never renewed or released it.
     assert ledger.acquire_lock(lock_name("weekly", "2026-W48"), "dead-host:4242:job", 60)
+    if ledger.dialect == "postgresql":
+        # Every live holder also holds the edition's advisory lock, which the server frees when
+        # its session dies: getting it proves the lease's holder is gone. Taken over at once.
+        with edition_lock(ledger, "weekly", "2026-W48", holder="new") as lease:
+            assert ledger.lock_holder(lease.name)[0] == "new"  # type: ignore[index]
+        return
     with (
         pytest.raises(LockHeld, match="dead-host:4242"),
         edition_lock(ledger, "weekly", "2026-W48", holder="new"),
@@ -124,3 +130,25 @@ def test_another_holder_in_the_same_thread_is_refused(ledger: Ledger) -> None:
         edition_lock(ledger, "weekly", "2026-W48", holder="b"),
     ):
         pass
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(ledger: Ledger) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:MainThread"
+    assert ledger.acquire_lock(lock_name("weekly", "2026-W48"), dead, 600)
+    with edition_lock(ledger, "weekly", "2026-W48", holder="resumer") as lease:
+        assert ledger.lock_holder(lease.name)[0] == "resumer"  # type: ignore[index]
+    alive = f"{socket.gethostname()}:1:MainThread"  # pid 1 is alive: never taken over
+    assert ledger.acquire_lock(lock_name("weekly", "2026-W49"), alive, 600)
+    if ledger.dialect != "postgresql":
+        with pytest.raises(LockHeld), edition_lock(ledger, "weekly", "2026-W49", holder="x"):
+            pass

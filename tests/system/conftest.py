@@ -252,4 +252,6 @@ def wait_until(
         if proc.poll() is not None:
             return False
         time.sleep(0.01)
+    proc.kill()
+    proc.wait()
     raise AssertionError("timed out waiting for the sender")
