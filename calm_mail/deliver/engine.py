@@ -176,7 +176,13 @@ class Engine:
         self._stop = self._stop or reason
 
     async def run(self) -> Tally:
+        """Claim, send and record as a pipeline: the next chunk is claimed while the last one
+        is still in flight, and outcomes are written in batches by one background flush, so
+        the connection pool never idles waiting on the ledger."""
         remaining = self.config.limit
+        window = asyncio.Semaphore(2 * self.config.chunk)  # claimed but not yet recorded
+        recorder = _Recorder(self)
+        tasks: set[asyncio.Task[None]] = set()
         while self._stop is None and (remaining is None or remaining > 0):
             state = await asyncio.to_thread(self.ledger.get_edition_state, self.edition_id)
             if state in ("cancelled", "paused"):
@@ -192,14 +198,31 @@ class Engine:
             )
             if not rows:
                 break
-            outcomes = await asyncio.gather(*(self._deliver(row) for row in rows))
-            await asyncio.to_thread(self._record, outcomes)
             if remaining is not None:
                 remaining -= len(rows)
-            if any(o.kind == "retry" for o in outcomes):
-                self.stop("retries exhausted: the provider keeps refusing; re-run to resume")
+            for row in rows:
+                await window.acquire()
+                task = asyncio.create_task(self._deliver_and_record(row, recorder, window))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+        await recorder.close()
         self.tally.stopped = self._stop
         return self.tally
+
+    async def _deliver_and_record(
+        self, row: Row, recorder: _Recorder, window: asyncio.Semaphore
+    ) -> None:
+        try:
+            outcome = await self._deliver(row)
+        except Exception as exc:  # a bug must not strand a claimed row: leave it reconcilable
+            log.exception("delivery %s: unexpected error", row.delivery_id)
+            outcome = Outcome(row, "unknown", f"{type(exc).__name__}: {exc}")
+        if outcome.kind == "retry":
+            self.stop("retries exhausted: the provider keeps refusing; re-run to resume")
+        recorder.add(outcome)
+        window.release()
 
     async def _deliver(self, row: Row) -> Outcome:
         if self._stop is not None:
@@ -284,6 +307,32 @@ class Engine:
             self.tally.released += len(release)
         if self._on_progress:
             self._on_progress(self.tally, len(outcomes))
+
+
+class _Recorder:
+    """Writes outcomes to the ledger in batches, one flush at a time, off the event loop."""
+
+    BATCH = 256
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._buffer: list[Outcome] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        self._buffer.append(outcome)
+        if len(self._buffer) >= self.BATCH and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            await asyncio.to_thread(self._engine._record, batch)
+
+    async def close(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
+        await self._flush()
 
 
 def _reason(detail: str | None) -> str:
