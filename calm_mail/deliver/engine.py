@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +92,8 @@ class EngineConfig:
     base_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     chunk: int = 512
-    circuit_breaker: int = 50  # consecutive failed attempts that pause the run
+    circuit_breaker: int = 50  # consecutive failed attempts that pause the run ...
+    circuit_seconds: float = 30.0  # ... once the streak of failures has lasted this long
     limit: int | None = None
     shard: tuple[int, int] | None = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -170,6 +172,7 @@ class Engine:
         self._on_progress = on_progress
         self._stop: str | None = None
         self._failures_in_a_row = 0
+        self._streak_started = 0.0
 
     def stop(self, reason: str) -> None:
         """Finish in-flight sends, claim nothing more (SIGTERM, cancel, fatal error)."""
@@ -249,7 +252,8 @@ class Engine:
                 self._failed(str(exc))
                 return Outcome(row, "unknown", str(exc))
             except RetriableDeliveryError as exc:
-                self._failed(str(exc))
+                if exc.status != 429:  # throttling is not failure: the shared hold handles it
+                    self._failed(str(exc))
                 self.tally.retried += 1
                 wait = self.config.backoff(attempt, exc.retry_after)
                 if exc.status == 429:
@@ -266,11 +270,21 @@ class Engine:
         return Outcome(row, "retry", last)
 
     def _failed(self, error: str) -> None:
-        """Count a failed attempt; too many in a row trip the circuit breaker: the provider is
-        down or refusing, and hammering it only burns retries. The run pauses, the reason is
-        recorded, and `calm-mail run ... --resume` continues once it is fixed."""
+        """Count a failed attempt; a sustained streak trips the circuit breaker (at least
+        `circuit_breaker` failures in a row over at least `circuit_seconds`, so a blip or a
+        short outage rides on retries): the provider is down or refusing, and hammering it only
+        burns retries. The run pauses, the reason is recorded, and `calm-mail run ... --resume`
+        continues once it is fixed."""
+        now = time.monotonic()
+        if self._failures_in_a_row == 0:
+            self._streak_started = now
         self._failures_in_a_row += 1
-        if self._failures_in_a_row >= self.config.circuit_breaker and self._stop is None:
+        lasted = now - self._streak_started
+        if (
+            self._failures_in_a_row >= self.config.circuit_breaker
+            and lasted >= self.config.circuit_seconds
+            and self._stop is None
+        ):
             reason = f"{self._failures_in_a_row} failed attempts in a row; last: {error}"
             self.tally.circuit_open = reason
             self.stop(f"circuit breaker: {reason}")

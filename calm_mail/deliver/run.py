@@ -46,6 +46,7 @@ class RunOptions:
     preflight: bool = True  # real runs check inputs, plan, key and window before any send
     should_stop: Callable[[], bool] | None = None  # polled: scheduler shutdown, lease lost
     resume: bool = False  # continue an edition the circuit breaker (or an operator) paused
+    circuit_seconds: float = 30.0  # how long a streak of failures lasts before it pauses
 
 
 @dataclass(slots=True, kw_only=True)
@@ -354,6 +355,7 @@ async def _send(
             concurrency=options.concurrency or campaign.schedule.concurrency,
             limit=options.limit,
             shard=options.shard,
+            circuit_seconds=options.circuit_seconds,
         )
         engine = Engine(
             ledger,

@@ -184,9 +184,36 @@ def test_the_circuit_breaker_pauses_the_run_and_loses_nothing(
 ) -> None:
     sandbox = sandbox_factory(outages=((0.0, 600.0),))
     edition_id = _plan(ledger, delivery, 30)
-    tally = _run(ledger, composer, sandbox.url, edition_id, circuit_breaker=8, max_tries=50)
+    tally = _run(
+        ledger,
+        composer,
+        sandbox.url,
+        edition_id,
+        circuit_breaker=8,
+        circuit_seconds=0.2,
+        max_tries=50,
+    )
     assert tally.circuit_open and "503" in tally.circuit_open
     assert tally.stopped and tally.stopped.startswith("circuit breaker")
     assert tally.total_sent == 0 and sandbox.messages() == []
     counts = ledger.counts(edition_id)
     assert counts == {("planned", "personalized"): 30}  # every row back to planned
+
+
+def test_throttling_and_a_short_blip_never_trip_the_circuit_breaker(
+    ledger: Any, composer: Composer, delivery: Any, sandbox_factory: Any
+) -> None:
+    sandbox = sandbox_factory(rate_limit=20, outages=((0.0, 0.3),))
+    edition_id = _plan(ledger, delivery, 40)
+    tally = _run(
+        ledger,
+        composer,
+        sandbox.url,
+        edition_id,
+        circuit_breaker=3,
+        circuit_seconds=5.0,
+        max_tries=40,
+        max_backoff_s=0.3,
+    )
+    assert tally.circuit_open is None and tally.total_sent == 40
+    assert tally.retried > 3  # there were 429s and 503s, just not a sustained failure

@@ -30,7 +30,9 @@ def test_paused_by_the_breaker_then_resumed(
     started = time.monotonic()
     now = datetime.now(UTC)
     with Ledger.connect(f"sqlite:///{tmp_path}/ledger.db") as ledger:
-        options = RunOptions(api_key=KEY, api_host=sandbox.url, now=now, preflight=False)
+        options = RunOptions(
+            api_key=KEY, api_host=sandbox.url, now=now, preflight=False, circuit_seconds=0.5
+        )
         report = run_edition(campaign, edition, ledger, options)
         assert report.state == "paused" and report.tally.circuit_open
         assert "503" in report.tally.circuit_open and not report.ok
