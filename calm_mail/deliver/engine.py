@@ -245,6 +245,10 @@ class Engine:
             await self.limiter.acquire()
             try:
                 async with self.semaphore:
+                    # Checked again after the waits: a stop (SIGTERM, cancel, a fatal error)
+                    # must not let queued sends go out, only those already on the wire.
+                    if self._stop is not None:
+                        return Outcome(row, "release", self._stop)
                     result = await self.transport.send(message)
                 self._failures_in_a_row = 0
                 return Outcome(row, "sent", result.message_id)
