@@ -108,6 +108,11 @@ class Experiment(_Model):
     seed: Annotated[str, Field(min_length=1)]
     arms: tuple[Arm, ...]
     control: str | None = None  # defaults to the first arm
+    # How the test is read: two-sided alpha, the power for sizing, and the relative lift the
+    # test should be able to detect (the report says how many users per arm that needs).
+    alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.05
+    power: Annotated[float, Field(gt=0.5, lt=1)] = 0.8
+    target_lift: Annotated[float, Field(gt=0, le=10)] = 0.03
 
     @model_validator(mode="wrap")
     @classmethod

@@ -38,7 +38,6 @@ from calm_mail.analyze.stats import (
 )
 from calm_mail.campaign import Experiment
 
-DEFAULT_TARGET_LIFT = 0.03  # relative; used for "n needed" until the campaign configures one
 
 VerdictKind = Literal["srm", "significant", "no_difference", "insufficient", "mixed"]
 
@@ -137,12 +136,18 @@ def build_report(
     metrics: EditionMetrics,
     experiment: Experiment,
     *,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    target_lift: float = DEFAULT_TARGET_LIFT,
+    alpha: float | None = None,
+    power: float | None = None,
+    target_lift: float | None = None,
     notes: Sequence[str] = (),
 ) -> Report:
-    """Compare every arm with the control arm, check SRM, size the test and write the verdict."""
+    """Compare every arm with the control arm, check SRM, size the test and write the verdict.
+
+    `alpha`, `power` and `target_lift` default to the campaign's `[experiment]` settings.
+    """
+    alpha = experiment.alpha if alpha is None else alpha
+    power = experiment.power if power is None else power
+    target_lift = experiment.target_lift if target_lift is None else target_lift
     control = experiment.control_arm
     srm = _srm_checks(metrics, experiment)
     comparisons = _comparisons(metrics, control, srm, alpha=alpha, power=power)

@@ -257,3 +257,21 @@ def test_html_loads_in_headless_chromium(chromium_driver: object, tmp_path: Path
     hourly = driver.find_element(By.ID, "hourly")  # type: ignore[attr-defined]
     assert len(hourly.find_elements(By.TAG_NAME, "polyline")) == 3
     assert driver.find_element(By.ID, "srm").is_displayed()  # type: ignore[attr-defined]
+
+
+def test_alpha_power_and_target_lift_come_from_the_campaign() -> None:
+    base = experiment("control", "personalized")
+    configured = base.model_copy(update={"alpha": 0.01, "power": 0.9, "target_lift": 0.05})
+    data = metrics(arm("control", 50_000, 0.20), arm("personalized", 50_000, 0.205))
+    default, strict = build_report(data, base), build_report(data, configured)
+    assert (default.alpha, default.power) == (0.05, 0.8)
+    assert (strict.alpha, strict.power) == (0.01, 0.9)
+    assert strict.sample_size is not None and default.sample_size is not None
+    assert strict.sample_size.target_lift == 0.05 and default.sample_size.target_lift == 0.03
+    # A bigger target lift needs fewer users even at a stricter alpha and higher power.
+    assert strict.sample_size.n_per_arm < default.sample_size.n_per_arm  # type: ignore[operator]
+    loose = build_report(data, base.model_copy(update={"alpha": 0.2}))
+    primary = loose.comparisons_for("completed_after_open")[0].relative
+    tight = strict.comparisons_for("completed_after_open")[0].relative
+    assert (loose.alpha, primary.alpha) == (0.2, 0.2)
+    assert (tight.ci_high - tight.ci_low) > (primary.ci_high - primary.ci_low)  # type: ignore[operator]
