@@ -25,6 +25,8 @@ import hashlib
 import logging
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -193,6 +195,23 @@ def _make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args={"options": "-c TimeZone=UTC"})
 
 
+def _use_wal(cursor: Any, attempts: int = 50) -> None:
+    """Switch the file to WAL (a persistent setting: a no-op once done). Switching needs an
+    exclusive lock and SQLite may refuse it at once, without the busy timeout, while another
+    process opens the same new file; so it is retried briefly."""
+    for attempt in range(attempts):
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() in ("wal", "memory"):
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
 def _tune_sqlite(engine: sa.Engine) -> None:
     """WAL, a busy timeout, foreign keys, and transactions that SQLAlchemy (not pysqlite) begins.
 
@@ -205,8 +224,8 @@ def _tune_sqlite(engine: sa.Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
