@@ -27,9 +27,14 @@ def _kill_mid_send(stack: Stack, rng: random.Random) -> tuple[int, int]:
     before = stack.accepted()
     left = max(1, stack.recorded() - before) if stack.recorded() else 300
     target = before + rng.randint(max(1, left // 10), max(1, left * 6 // 10))
-    proc = stack.start()
-    wait_until(lambda: stack.accepted() >= target, proc)
-    stack.finish(proc, kill=True)
+    # Slow enough that the kill lands while mail is still going out, even on a loaded machine.
+    fast, stack.max_rate = stack.max_rate, 40.0
+    try:
+        proc = stack.start()
+        wait_until(lambda: stack.accepted() >= target, proc)
+        stack.finish(proc, kill=True)
+    finally:
+        stack.max_rate = fast
     return before, stack.accepted()
 
 
