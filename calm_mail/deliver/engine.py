@@ -91,12 +91,19 @@ class EngineConfig:
     max_tries: int = 6
     base_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
-    chunk: int = 512
+    # Rows claimed per ledger round trip. A crash leaves claimed rows whose fate is unknown,
+    # and those wait out the reconciliation grace, so keep the claim small: with the pipeline
+    # two chunks in flight keep every connection busy. None: twice the concurrency (64-512).
+    chunk: int | None = None
     circuit_breaker: int = 50  # consecutive failed attempts that pause the run ...
     circuit_seconds: float = 30.0  # ... once the streak of failures has lasted this long
     limit: int | None = None
     shard: tuple[int, int] | None = None
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    @property
+    def claim_size(self) -> int:
+        return self.chunk if self.chunk is not None else min(512, max(64, 2 * self.concurrency))
 
     def backoff(self, attempt: int, hint: float | None) -> float:
         """Exponential backoff with full jitter; a server's Retry hint wins when longer."""
@@ -183,7 +190,8 @@ class Engine:
         is still in flight, and outcomes are written in batches by one background flush, so
         the connection pool never idles waiting on the ledger."""
         remaining = self.config.limit
-        window = asyncio.Semaphore(2 * self.config.chunk)  # claimed but not yet recorded
+        chunk = self.config.claim_size
+        window = asyncio.Semaphore(2 * chunk)  # claimed but not yet recorded
         recorder = _Recorder(self)
         tasks: set[asyncio.Task[None]] = set()
         while self._stop is None and (remaining is None or remaining > 0):
@@ -191,7 +199,7 @@ class Engine:
             if state in ("cancelled", "paused"):
                 self.stop(f"edition {state}")
                 break
-            size = self.config.chunk if remaining is None else min(self.config.chunk, remaining)
+            size = chunk if remaining is None else min(chunk, remaining)
             rows = await asyncio.to_thread(
                 self.ledger.claim,
                 self.edition_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -402,8 +402,3 @@ def _stop_on_signals(engine: Engine) -> None:
             loop.add_signal_handler(sig, engine.stop, f"stopped by {sig.name}")
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             return
-
-
-def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
