@@ -9,16 +9,12 @@ kept in the details. MJML JS is timed by node itself (median of hrtime per call)
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from mjml import mjml2html
 
 from calm_mail.bench.core import BenchContext, Figure, Goal, Section
@@ -88,32 +84,11 @@ def _use_local_npm_mjml(ctx: BenchContext) -> None:
 
 
 def mjml_js_us(case: RenderCase, root: Path, n: int) -> tuple[float | None, str]:
-    """Median us of MJML JS per user, running compose.bench's node script from a file.
-
-    compose/bench.py runs that script with ``node -e SCRIPT FILE N``, where the arguments
-    start at process.argv[1], but the script reads argv[2] and argv[3] (so it fails on
-    readFileSync(N)). Run as ``node script.js FILE N`` the script's indexes are right.
-    """
-    node = shutil.which("node")
-    if node is None:
-        return None, "node is not installed"
-    with tempfile.TemporaryDirectory() as tmp:
-        script, source = Path(tmp) / "bench.js", Path(tmp) / "email.mjml"
-        script.write_text(compose_bench._NODE_BENCH, encoding="utf-8")
-        source.write_text(case.filled_mjml(), encoding="utf-8")
-        done = subprocess.run(
-            [node, str(script), str(source), str(n)],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-    if done.returncode != 0:
-        if "Cannot find module 'mjml'" in done.stderr:
-            return None, f"the npm package mjml is not installed ({NPM_HINT})"
-        return None, f"MJML JS failed: {done.stderr.strip()[-200:]}"
-    return float(orjson.loads(done.stdout)["median_us"]), "ok"
+    """Median us of MJML JS per user (compose.bench's node script), or None and why."""
+    us, why = compose_bench.mjml_js_us(case.filled_mjml(), n, root)
+    if us is None and "not installed (npm" in why:
+        why = f"the npm package mjml is not installed ({NPM_HINT})"
+    return us, why
 
 
 def run_render(ctx: BenchContext) -> Section:
