@@ -115,25 +115,18 @@ def run_live_loop(
                     ledger,
                     RunOptions(api_key=DEMO_KEY, api_host=sandbox.url, now=now),
                 )
+                info = ledger.get_edition(campaign.name, edition.key)
+                assert info is not None  # run_edition recorded it
+                recipients = list(ledger.iter_deliveries(info.edition_id))
                 # Scheduled mail is held until its send_at: move the sandbox's clock past the
                 # last local morning so every message is delivered and its events posted.
-                last = max(
-                    (
-                        r.send_at
-                        for r in ledger.iter_deliveries(report_id(ledger, campaign, edition))
-                    ),
-                    default=now,
-                )
+                last = max((r.send_at for r in recipients), default=now)
                 sandbox.advance_clock(max(0.0, (last - now).total_seconds()) + 60)
                 sandbox.wait_webhooks_idle(timeout=opts.webhook_timeout_s)
                 accepted = len(sandbox.messages())
         from calm_mail.commands import print_run_report
 
         print_run_report(report)
-        info = ledger.ensure_edition(
-            campaign.name, edition.key, experiment=campaign.experiment.name
-        )
-        recipients = list(ledger.iter_deliveries(info.edition_id))
         events = list(ledger.events_for(edition.key, campaign.name))
         console.print(
             f"sandbox accepted {accepted} messages; the receiver stored "
@@ -156,11 +149,6 @@ def run_live_loop(
         "report": built,
         "seconds": time.monotonic() - started,
     }
-
-
-def report_id(ledger: Any, campaign: Campaign, edition: Edition) -> int:
-    info = ledger.ensure_edition(campaign.name, edition.key, experiment=campaign.experiment.name)
-    return int(info.edition_id)
 
 
 def _simulate(

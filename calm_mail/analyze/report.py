@@ -38,7 +38,6 @@ from calm_mail.analyze.stats import (
 )
 from calm_mail.campaign import Experiment
 
-
 VerdictKind = Literal["srm", "significant", "no_difference", "insufficient", "mixed"]
 
 

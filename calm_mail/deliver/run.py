@@ -134,17 +134,23 @@ class ManifestComposer:
         return message
 
 
-def make_transport(campaign: Campaign, options: RunOptions) -> Transport:
-    if options.dry_run:
-        folder = options.outbox or campaign.root / "out" / "outbox"
-        return OutboxTransport(folder)
+def require_api_key(options: RunOptions) -> str:
+    """The SendGrid key a real run needs; a usage error (said before any work) without it."""
     if not options.api_key:
         raise UsageError(
             "SENDGRID_API_KEY is not set. Export it (or point SENDGRID_API_HOST at "
             "`calm-mail sandbox` and use any SG.* key), or use --dry-run to write an outbox."
         )
+    return options.api_key
+
+
+def make_transport(campaign: Campaign, options: RunOptions) -> Transport:
+    if options.dry_run:
+        folder = options.outbox or campaign.root / "out" / "outbox"
+        return OutboxTransport(folder)
+    api_key = require_api_key(options)
     concurrency = options.concurrency or campaign.schedule.concurrency
-    return SendGridTransport(options.api_key, host=options.api_host, concurrency=concurrency)
+    return SendGridTransport(api_key, host=options.api_host, concurrency=concurrency)
 
 
 def check_window(deliveries: list[PlannedDelivery], now: datetime) -> list[str]:
@@ -211,7 +217,7 @@ def _run_edition(
     if options.dry_run:
         ledger.delete_deliveries(info.edition_id)
     else:
-        make_transport(campaign, options)  # a missing API key is a usage error: say it first
+        require_api_key(options)
         if info.state == "paused":
             _resume_or_refuse(campaign, edition, ledger, info, options)
     store = ReadOnlyAssignments(ledger) if options.dry_run else ledger

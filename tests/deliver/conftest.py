@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,3 +46,32 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Edition]:
     edition = Edition.of(datetime.now(UTC).date()).previous()  # send times in the past: valid
     generate(root / "data" / "demo", users=150, seed=5, edition=edition.key)
     return root, edition
+
+
+def sender_env(
+    root: Path, ledger_url: str, sandbox_url: str, *, key: str = KEY, **extra: str
+) -> dict[str, str]:
+    """The environment of a `calm-mail run` that sends to a sandbox (for subprocesses)."""
+    return {
+        **os.environ,
+        "CALM_MAIL_ROOT": str(root),
+        "CALM_MAIL_DATABASE_URL": ledger_url,
+        "SENDGRID_API_KEY": key,
+        "SENDGRID_API_HOST": sandbox_url,
+        "NO_PROXY": "127.0.0.1,localhost",
+        **extra,
+    }
+
+
+def run_command(edition: Edition, *options: str) -> list[str]:
+    """`calm-mail run weekly_winddown --edition E ...` as a subprocess argv."""
+    return [
+        sys.executable,
+        "-m",
+        "calm_mail.cli",
+        "run",
+        "weekly_winddown",
+        "--edition",
+        edition.key,
+        *options,
+    ]

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from calm_mail.cli import main
 from calm_mail.edition import Edition
+from tests.deliver.conftest import sender_env
 
 
 @pytest.fixture
@@ -42,13 +43,13 @@ def slack() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def _env(root: Path, tmp_path: Path, url: str, slack_url: str) -> dict[str, str]:
-    return {
-        "CALM_MAIL_DATABASE_URL": f"sqlite:///{tmp_path}/ledger.db",
-        "SENDGRID_API_KEY": "SG.operator-key-must-not-leak",
-        "SENDGRID_API_HOST": url,
-        "CALM_MAIL_SLACK_WEBHOOK_URL": slack_url,
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
+    return sender_env(
+        root,
+        f"sqlite:///{tmp_path}/ledger.db",
+        url,
+        key="SG.operator-key-must-not-leak",
+        CALM_MAIL_SLACK_WEBHOOK_URL=slack_url,
+    )
 
 
 def test_a_real_run_sends_announces_and_a_rerun_sends_nothing(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 from calm_mail.edition import Edition
 from calm_mail.records import DeliveryState
 from calm_mail.store import Ledger
+from tests.deliver.conftest import run_command, sender_env
 
 
 def test_four_shard_processes_send_every_user_once_under_one_batch(
@@ -19,24 +18,8 @@ def test_four_shard_processes_send_every_user_once_under_one_batch(
 ) -> None:
     root, edition = project
     sandbox = sandbox_factory(latency_ms=5)
-    env = {
-        **os.environ,
-        "CALM_MAIL_ROOT": str(root),
-        "CALM_MAIL_DATABASE_URL": ledger_url,
-        "SENDGRID_API_KEY": "SG.shards",
-        "SENDGRID_API_HOST": sandbox.url,
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "calm_mail.cli",
-        "run",
-        "weekly_winddown",
-        "--edition",
-        edition.key,
-        "--json",
-    ]
+    env = sender_env(root, ledger_url, sandbox.url, key="SG.shards")
+    command = run_command(edition, "--json")
     workers = [
         subprocess.Popen(
             [*command, "--shard", f"{k}/4"],

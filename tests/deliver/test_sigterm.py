@@ -3,10 +3,8 @@ finishes the edition, and nobody gets two emails."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from calm_mail.edition import Edition
 from calm_mail.records import DeliveryState
 from calm_mail.store import Ledger
+from tests.deliver.conftest import run_command, sender_env
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -26,27 +25,8 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(
     root, edition = project
     sandbox = sandbox_factory(latency_ms=20)
     url = f"sqlite:///{tmp_path}/ledger.db"
-    env = {
-        **os.environ,
-        "CALM_MAIL_ROOT": str(root),
-        "CALM_MAIL_DATABASE_URL": url,
-        "SENDGRID_API_KEY": "SG.signals",
-        "SENDGRID_API_HOST": sandbox.url,
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "calm_mail.cli",
-        "run",
-        "weekly_winddown",
-        "--edition",
-        edition.key,
-        "--max-rate",
-        "25",
-        "--concurrency",
-        "4",
-    ]
+    env = sender_env(root, url, sandbox.url, key="SG.signals")
+    command = run_command(edition, "--max-rate", "25", "--concurrency", "4")
     sender = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -65,7 +45,9 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(
     assert states[DeliveryState.CLAIMED] == 0  # in-flight sends finished and were recorded
     assert states[DeliveryState.PLANNED] > 0, (states, output)  # it really stopped early
     assert states[DeliveryState.SENT] == len(sandbox.messages())
-    rerun = subprocess.run(command[:-4], env=env, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        run_command(edition), env=env, capture_output=True, text=True, timeout=120
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     per_delivery = Counter(m["custom_args"]["delivery_id"] for m in sandbox.messages())
     assert set(per_delivery.values()) == {1}
