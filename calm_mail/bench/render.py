@@ -44,7 +44,7 @@ class RenderCase:
         campaign = load_campaign("weekly_winddown", root)
         catalog = compose_bench._catalog()
         shown = [item for key, item in catalog.items() if not key.endswith("-1")]
-        composer = Composer(campaign, catalog, compose_bench.EDITION)
+        composer = Composer(campaign, catalog, compose_bench.EDITION, share_renders=False)
         compiled = composer.templates.for_locale("en-US")
         context = composer.builder.context(
             compiled.strings, compiled.subject, compiled.preheader, shown, "bench-0"

@@ -142,7 +142,7 @@ def bench_render(n: int = 2000, root: str | os.PathLike[str] | None = None) -> d
     shown = tuple(key for key in catalog if not key.endswith("-1"))
     delivery = _delivery(shown)
     started = time.perf_counter()
-    composer = Composer(campaign, catalog, EDITION)
+    composer = Composer(campaign, catalog, EDITION, share_renders=False)
     compiled = composer.templates.for_locale("en-US")
     cold_ms = (time.perf_counter() - started) * 1000
 

@@ -3,13 +3,23 @@
 Everything that is the same for many users is computed once and cached: the compiled
 templates (per template folder), the strings (per locale), and a card's static part (per
 locale × item). Per user there is only the context assembly and two `Template.render` calls.
+
+Many users get the very same items in the same order (the editorial arm: a few hundred
+distinct lists for a whole edition), and then the email differs only by the delivery id in its
+links. `Composer` renders such a list once with a placeholder id and gives each further user a
+copy with their id put in (`SharedRenders`): one ``str.replace`` instead of two renders. It
+first proves on a probe that the templates use the id only as an opaque string (a filter such
+as ``|upper`` on a link would change it), and renders every email in full when they do not.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import secrets
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -25,8 +35,8 @@ from calm_mail.compose.templates import (
     text_environment,
 )
 from calm_mail.edition import Edition
-from calm_mail.errors import RenderError
-from calm_mail.records import ComposedMessage, Item, PlannedDelivery
+from calm_mail.errors import CalmMailError, RenderError
+from calm_mail.records import ComposedMessage, ContentSource, Item, PlannedDelivery
 
 #: The top-level names of the render context; the lint checks templates against these.
 CONTEXT_KEYS = frozenset(
@@ -150,14 +160,7 @@ class ContextBuilder:
         """The render context for one email; `subject` and `preheader` are rendered here."""
         rid = quote(delivery_id, safe="")
         cards = [self._card(strings, item, n, rid) for n, item in enumerate(items, start=1)]
-        first_title = items[0].title if items else ""
-        key = (strings.locale, first_title, len(items))
-        lines = self._subjects.get(key)
-        if lines is None:
-            small = {"first_title": first_title, "count": len(items)}
-            lines = (_one_line(subject.render(small)), _one_line(preheader.render(small)))
-            if len(self._subjects) < 10_000:
-                self._subjects[key] = lines
+        lines = self.lines(strings, subject, preheader, items)
         t = self._strings.get(strings.locale)
         if t is None:
             t = self._strings[strings.locale] = namespace(strings.values)
@@ -171,6 +174,24 @@ class ContextBuilder:
             "sender": self._sender,
             "edition": self.edition,
         }
+
+    def lines(
+        self,
+        strings: LocaleStrings,
+        subject: jinja2.Template,
+        preheader: jinja2.Template,
+        items: Sequence[Item],
+    ) -> tuple[str, str]:
+        """(subject, preheader) for `items`, rendered once per (locale, first title, count)."""
+        first_title = items[0].title if items else ""
+        key = (strings.locale, first_title, len(items))
+        lines = self._subjects.get(key)
+        if lines is None:
+            small = {"first_title": first_title, "count": len(items)}
+            lines = (_one_line(subject.render(small)), _one_line(preheader.render(small)))
+            if len(self._subjects) < 10_000:
+                self._subjects[key] = lines
+        return lines
 
     def _links(self, rid: str, delivery_id: str) -> Links:
         sender = self.campaign.sender
@@ -276,8 +297,50 @@ def render_context(
     return builder.context(strings, subject, preheader, items, delivery_id)
 
 
+class SharedRenders:
+    """Rendered (html, text) per (locale, item ids), made with a placeholder delivery id.
+
+    A list is rendered for sharing only when it comes a second time (most personalized lists
+    are one of a kind), and at most `max_entries` are kept, oldest out first (an email is
+    ~50 kB, so 512 entries stay under ~30 MB).
+    """
+
+    def __init__(self, max_entries: int = 512, max_seen: int = 200_000) -> None:
+        # 22 url-safe characters like a real delivery id, so lengths in the output match;
+        # random per process, so no catalog text can contain it by accident.
+        self.placeholder = secrets.token_hex(11)
+        self.max_entries = max_entries
+        self.max_seen = max_seen
+        self.renders: OrderedDict[tuple[str, tuple[str, ...]], tuple[str, str]] = OrderedDict()
+        self.seen: set[tuple[str, tuple[str, ...]]] = set()
+        self.hits = 0
+
+    def get(self, key: tuple[str, tuple[str, ...]]) -> tuple[str, str] | None:
+        found = self.renders.get(key)
+        if found is not None:
+            self.hits += 1
+        return found
+
+    def admit(self, key: tuple[str, tuple[str, ...]]) -> bool:
+        """True when `key` came before: render it with the placeholder and `put` it."""
+        if key in self.seen:
+            return True
+        if len(self.seen) < self.max_seen:
+            self.seen.add(key)
+        return False
+
+    def put(self, key: tuple[str, tuple[str, ...]], rendered: tuple[str, str]) -> None:
+        self.renders[key] = rendered
+        if len(self.renders) > self.max_entries:
+            self.renders.popitem(last=False)
+
+
 class Composer:
-    """Renders the campaign's email for each planned delivery of one edition."""
+    """Renders the campaign's email for each planned delivery of one edition.
+
+    `share_renders` (default on) reuses the rendering of an item list many users share; see
+    the module docstring. The render benchmark turns it off to measure rendering itself.
+    """
 
     def __init__(
         self,
@@ -286,6 +349,7 @@ class Composer:
         edition: Edition | str,
         *,
         templates: TemplateSet | None = None,
+        share_renders: bool = True,
     ) -> None:
         self.campaign = campaign
         self.catalog = catalog
@@ -294,6 +358,9 @@ class Composer:
         self.builder = ContextBuilder(campaign, edition, collection_sizes(catalog.values()))
         sender = campaign.sender
         self._categories = tuple(sender.categories)
+        self.shared: SharedRenders | None = None
+        if share_renders and self._id_is_opaque():
+            self.shared = SharedRenders()
 
     def compose(self, delivery: PlannedDelivery, delivery_id: str) -> ComposedMessage:
         """The finished message for `delivery`.
@@ -305,26 +372,15 @@ class Composer:
         if delivery.is_holdout:
             raise ValueError(f"user {delivery.user_id!r} is in the holdout: nothing to compose")
         items = self._items(delivery)
-        compiled = self.templates.for_locale(delivery.locale)
-        try:
-            context = self.builder.context(
-                compiled.strings, compiled.subject, compiled.preheader, items, delivery_id
-            )
-            html = compiled.html.render(context)
-            text = compiled.text.render(context)
-        except jinja2.TemplateError as exc:
-            raise RenderError(
-                f"{self.campaign.template_dir}: rendering for user {delivery.user_id!r} "
-                f"(locale {delivery.locale}) failed: {exc}"
-            ) from exc
+        subject, preheader, html, text = self._render(delivery, items, delivery_id)
         return ComposedMessage(
             delivery_id=delivery_id,
             to_email=delivery.email,
             from_email=self.campaign.sender.from_email,
             from_name=self.campaign.sender.from_name,
             reply_to=self.campaign.sender.reply_to,
-            subject=context["subject"],
-            preheader=context["preheader"],
+            subject=subject,
+            preheader=preheader,
             html=html,
             text=text,
             headers=self._headers(delivery_id),
@@ -338,6 +394,85 @@ class Composer:
             send_at=delivery.send_at,
             asm_group_id=self.campaign.sender.unsubscribe_group,
         )
+
+    def _render(
+        self, delivery: PlannedDelivery, items: Sequence[Item], delivery_id: str
+    ) -> tuple[str, str, str, str]:
+        """(subject, preheader, html, text), from a shared rendering when one fits."""
+        shared = self.shared
+        if shared is None or quote(delivery_id, safe="") != delivery_id:
+            return self._render_for(delivery, items, delivery_id)
+        key = (delivery.locale, delivery.item_ids)
+        found = shared.get(key)
+        if found is None:
+            if not shared.admit(key):
+                return self._render_for(delivery, items, delivery_id)
+            subject, preheader, *rendered = self._render_for(delivery, items, shared.placeholder)
+            shared.put(key, (rendered[0], rendered[1]))
+            found = (rendered[0], rendered[1])
+        else:
+            compiled = self.templates.for_locale(delivery.locale)
+            subject, preheader = self.builder.lines(
+                compiled.strings, compiled.subject, compiled.preheader, items
+            )
+        placeholder = shared.placeholder
+        html, text = found
+        return (
+            subject,
+            preheader,
+            html.replace(placeholder, delivery_id),
+            text.replace(placeholder, delivery_id),
+        )
+
+    def _render_for(
+        self, delivery: PlannedDelivery, items: Sequence[Item], delivery_id: str
+    ) -> tuple[str, str, str, str]:
+        compiled = self.templates.for_locale(delivery.locale)
+        try:
+            context = self.builder.context(
+                compiled.strings, compiled.subject, compiled.preheader, items, delivery_id
+            )
+            html = compiled.html.render(context)
+            text = compiled.text.render(context)
+        except jinja2.TemplateError as exc:
+            raise RenderError(
+                f"{self.campaign.template_dir}: rendering for user {delivery.user_id!r} "
+                f"(locale {delivery.locale}) failed: {exc}"
+            ) from exc
+        return context["subject"], context["preheader"], html, text
+
+    def _id_is_opaque(self) -> bool:
+        """Whether the templates carry the delivery id through unchanged, so that a rendering
+        made with a placeholder id becomes anyone's by putting their id in its place. Checked
+        per locale on a probe email against a full rendering; a locale that cannot render is
+        skipped here (compose reports it for the users who have it)."""
+        items = list(islice(self.catalog.values(), 3))
+        placeholder, real = secrets.token_hex(11), "Ab-_9zYx8wVu7tSr6qPo5n"
+        checked = 0
+        for locale in self.campaign.audience.locales:
+            probe = PlannedDelivery(
+                edition=self.edition,
+                user_id="probe",
+                email="probe@example.com",
+                locale=locale,
+                arm="probe",
+                source=ContentSource.EDITORIAL,
+                fallback=False,
+                item_ids=tuple(i.item_id for i in items),
+                send_at=datetime(2000, 1, 1, tzinfo=UTC),
+                timezone="UTC",
+            )
+            try:
+                direct = self._render_for(probe, items, real)
+                shared = self._render_for(probe, items, placeholder)
+            except CalmMailError:
+                continue
+            if placeholder not in shared[2] or direct[2:] != tuple(
+                part.replace(placeholder, real) for part in shared[2:]
+            ):
+                return False
+            checked += 1
+        return checked > 0
 
     def _items(self, delivery: PlannedDelivery) -> list[Item]:
         items = []

@@ -410,7 +410,9 @@ def lint_rendered(campaign: Campaign, catalog: Mapping[str, Item] | None = None)
     except (ConfigError, RenderError) as exc:
         return [str(exc)]
     sample_catalog, item_ids = _largest_case(campaign.content.max_items, catalog)
-    composer = Composer(campaign, sample_catalog, LINT_EDITION, templates=templates)
+    composer = Composer(
+        campaign, sample_catalog, LINT_EDITION, templates=templates, share_renders=False
+    )
     problems: list[str] = []
     for locale in campaign.audience.locales:
         delivery = PlannedDelivery(

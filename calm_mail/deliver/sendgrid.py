@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from calm_mail.deliver.transport import ScheduledStatus, mail_send_body
 from calm_mail.errors import (
@@ -60,6 +61,7 @@ class SendGridTransport:
         self._concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}  # parsed once per path, not once per request
 
     def __repr__(self) -> str:  # never show the key
         return f"SendGridTransport(host={self.host!r})"
@@ -69,6 +71,7 @@ class SendGridTransport:
             connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the v3 API sets none worth keeping
                 timeout=self._timeout,
                 headers={
                     "Authorization": f"Bearer {self._api_key}",
@@ -82,8 +85,11 @@ class SendGridTransport:
 
     async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, Any]:
         data = orjson.dumps(body) if body is not None else None
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = yarl.URL(self.host + path)
         try:
-            async with self._client().request(method, self.host + path, data=data) as resp:
+            async with self._client().request(method, url, data=data) as resp:
                 raw = await resp.read()
                 return resp.status, resp.headers, raw
         except aiohttp.ClientConnectorError as exc:

@@ -186,7 +186,9 @@ class EditionPreview:
             users=(),
         )
         self.templates = templates or load_template_set(campaign.template_dir)
-        self.composer = Composer(campaign, self.catalog, ed, templates=self.templates)
+        self.composer = Composer(
+            campaign, self.catalog, ed, templates=self.templates, share_renders=False
+        )
 
     # ------------------------------------------------------------------ public
 

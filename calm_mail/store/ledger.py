@@ -21,6 +21,7 @@ keeps for every caller:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import logging
 import os
@@ -566,10 +567,10 @@ class Ledger:
                 claimed_by=worker,
                 updated_at=now,
             )
-            .returning(*d.c)
+            .returning(*_ROW_COLUMNS)
         )
         with self._write() as conn:
-            return [_delivery(row) for row in conn.execute(stmt)]
+            return [_delivery_of(values) for values in conn.execute(stmt)]
 
     def mark_sent(self, delivery_id: str, *, message_id: str | None) -> bool:
         """claimed -> sent. Anything else is refused (sent never goes back): returns False."""
@@ -588,22 +589,24 @@ class Ledger:
         engine's hot path. Rows not claimed are left alone; returns how many moved."""
         if not sent:
             return 0
-        d = schema.deliveries
-        now = self.clock()
-        stmt = (
-            sa.update(d)
-            .where(d.c.delivery_id == sa.bindparam("b_id"), d.c.state == DeliveryState.CLAIMED)
-            .values(
-                state=DeliveryState.SENT,
-                message_id=sa.bindparam("b_msg"),
-                sent_at=now,
-                updated_at=now,
-                last_error=None,
-            )
-        )
-        params = [{"b_id": delivery_id, "b_msg": message_id} for delivery_id, message_id in sent]
+        # One prepared UPDATE run by the driver's executemany (a C loop in sqlite3, a pipeline
+        # in psycopg): SQLAlchemy's executemany would process every parameter set in Python,
+        # measured at ~40 us of CPU per row, a fifth of the engine's CPU per send.
         with self._write() as conn:
-            moved = conn.execute(stmt, params).rowcount
+            dialect = conn.dialect
+            now = schema.UTCDateTime().process_bind_param(self.clock(), dialect)
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            sql = (
+                f"UPDATE {schema.deliveries.name} SET state = {mark}, message_id = {mark}, "
+                f"sent_at = {mark}, updated_at = {mark}, last_error = NULL "
+                f"WHERE delivery_id = {mark} AND state = {mark}"
+            )
+            sent_state, claimed = str(DeliveryState.SENT), str(DeliveryState.CLAIMED)
+            params = [
+                (sent_state, message_id, now, now, delivery_id, claimed)
+                for delivery_id, message_id in sent
+            ]
+            moved = conn.exec_driver_sql(sql, params).rowcount
         if moved != len(sent):
             log.warning(
                 "mark_sent_many: %d of %d rows were not claimed", len(sent) - moved, len(sent)
@@ -1025,25 +1028,54 @@ def _edition(row: sa.Row[Any]) -> EditionInfo:
 
 
 def _delivery(row: sa.Row[Any]) -> DeliveryRow:
+    return _delivery_of(tuple(getattr(row, name) for name in _ROW_FIELDS))
+
+
+def _delivery_of(values: Sequence[Any]) -> DeliveryRow:
+    """A `DeliveryRow` from the values of `_ROW_COLUMNS`, in order (the claim's hot path:
+    positional, so no per-column name lookup on SQLAlchemy's Row)."""
+    (
+        delivery_id,
+        edition_id,
+        user_id,
+        email,
+        locale,
+        arm,
+        source,
+        fallback,
+        item_ids,
+        send_at,
+        timezone,
+        state,
+        attempts,
+        message_id,
+        last_error,
+        claimed_at,
+        sent_at,
+    ) = values
     return DeliveryRow(
-        delivery_id=row.delivery_id,
-        edition_id=row.edition_id,
-        user_id=row.user_id,
-        email=row.email,
-        locale=row.locale,
-        arm=row.arm,
-        source=row.source,
-        fallback=bool(row.fallback),
-        item_ids=tuple(orjson.loads(row.item_ids)),
-        send_at=row.send_at,
-        timezone=row.timezone,
-        state=DeliveryState(row.state),
-        attempts=row.attempts,
-        message_id=row.message_id,
-        last_error=row.last_error,
-        claimed_at=row.claimed_at,
-        sent_at=row.sent_at,
+        delivery_id=delivery_id,
+        edition_id=edition_id,
+        user_id=user_id,
+        email=email,
+        locale=locale,
+        arm=arm,
+        source=source,
+        fallback=bool(fallback),
+        item_ids=tuple(orjson.loads(item_ids)),
+        send_at=send_at,
+        timezone=timezone,
+        state=DeliveryState(state),
+        attempts=attempts,
+        message_id=message_id,
+        last_error=last_error,
+        claimed_at=claimed_at,
+        sent_at=sent_at,
     )
+
+
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryRow))
+_ROW_COLUMNS = tuple(schema.deliveries.c[name] for name in _ROW_FIELDS)
 
 
 def _event(row: sa.Row[Any]) -> Event:
