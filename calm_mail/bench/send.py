@@ -373,9 +373,7 @@ def _section(
     sizes = ctx.sizes
     engine: EngineRun = best(engines, lambda r: r.per_s)
     threaded: StockRun = best(threaded_runs, lambda r: r.per_s)
-    ledger_ms = ", ".join(
-        f"{k} {v * 1000:,.0f} ms" for k, v in sorted(engine.ledger_cpu_s.items())
-    )
+    ledger_ms = ", ".join(f"{k} {v * 1000:,.0f} ms" for k, v in sorted(engine.ledger_cpu_s.items()))
     section = Section(
         name="send",
         title=f"Send (issue 5) - sandbox in its own process, {sizes.latency_ms:g} ms latency",
