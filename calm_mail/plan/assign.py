@@ -98,7 +98,10 @@ class Assigner:
         return (fnv1a32(str(inner)) % 10000) / 10000
 
     def arm_for(self, user_id: str) -> str:
-        n = self.hash(user_id)
+        return self.arm_at(self.hash(user_id))
+
+    def arm_at(self, n: float) -> str:
+        """The arm whose bucket range holds hash value `n`."""
         for arm, (lo, hi) in zip(self._arms, self._bounds, strict=True):
             if lo <= n < hi:
                 return arm

@@ -112,16 +112,17 @@ class PlanContext:
     catalog: Mapping[str, Item]
     new: frozenset[str]
 
-    def arm(self, user_id: str) -> tuple[str, str]:
-        """(arm, why): the recorded arm of an exposed user, else the hash arm."""
+    def arm(self, user_id: str, *, explain: bool = False) -> tuple[str, str]:
+        """(arm, why): the recorded arm of an exposed user, else the hash arm. The why is
+        only spelled out when `explain` (the planner's hot path does not need it)."""
         recorded = self.sticky.get(user_id)
         if recorded is not None:
             return recorded, "sticky: recorded at the user's first exposure"
-        arm = self.assigner.arm_for(user_id)
-        return arm, (
-            f"hash v2 of seed {self.assigner.seed!r} and the user id = "
-            f"{self.assigner.hash(user_id):.4f}"
-        )
+        n = self.assigner.hash(user_id)
+        arm = self.assigner.arm_at(n)
+        if not explain:
+            return arm, ""
+        return arm, f"hash v2 of seed {self.assigner.seed!r} and the user id = {n:.4f}"
 
 
 def build_context(
@@ -192,7 +193,7 @@ def plan_user(
     reason = ctx.eligibility.reason(user)
     if reason is not None:
         return _excluded(ctx, user, reason, explain)
-    arm, arm_why = ctx.arm(user.user_id)
+    arm, arm_why = ctx.arm(user.user_id, explain=explain)
     source = ctx.arm_sources.get(arm)
     if source is None:  # an exposed user's arm was removed from the campaign
         return _excluded(ctx, user, ARM_REMOVED, explain, arm=arm, arm_why=arm_why)

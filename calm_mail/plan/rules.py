@@ -371,25 +371,35 @@ def _diversify(params: Diversify, data: EditionData) -> StepFn:
     """Seeded shuffle within relevance tiers, then a cap per content type and per topic."""
     catalog = data.catalog
     key = {i: i.encode() for i in catalog}
+    # (content type, topics) per item, looked up once per candidate on the hot path
+    facets = {i: (item.content_type, item.topics) for i, item in catalog.items()}
     tier, max_type, max_topic = params.tier_size, params.max_per_type, params.max_per_topic
+    crc32 = zlib.crc32
 
     def diversify(items: list[str], view: UserView) -> list[str]:
         seed = view.seed
-        shuffled: list[str] = []
-        for start in range(0, len(items), tier):
-            shuffled += sorted(items[start : start + tier], key=lambda i: zlib.crc32(key[i], seed))
+        if tier == 1:
+            shuffled = items
+        else:
+            # by tier, then by the seeded key, then by position (a stable sort per tier)
+            ranked = [(n // tier, crc32(key[i], seed), n, i) for n, i in enumerate(items)]
+            ranked.sort()
+            shuffled = [i for *_, i in ranked]
         per_type: dict[str, int] = {}
         per_topic: dict[str, int] = {}
         out = []
         for i in shuffled:
-            item = catalog[i]
-            why = _over_cap(item, per_type, per_topic, max_type, max_topic)
-            if why:
+            content_type, topics = facets[i]
+            if per_type.get(content_type, 0) >= max_type or any(
+                per_topic.get(t, 0) >= max_topic for t in topics
+            ):
                 if view.dropped is not None:
-                    view.dropped.append((i, why))
+                    view.dropped.append(
+                        (i, _over_cap(catalog[i], per_type, per_topic, max_type, max_topic))
+                    )
                 continue
-            per_type[item.content_type] = per_type.get(item.content_type, 0) + 1
-            for topic in item.topics:
+            per_type[content_type] = per_type.get(content_type, 0) + 1
+            for topic in topics:
                 per_topic[topic] = per_topic.get(topic, 0) + 1
             out.append(i)
         return out
