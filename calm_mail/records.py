@@ -94,6 +94,9 @@ class Recommendation:
     user_id: str
     item_ids: tuple[str, ...]
     scores: tuple[float, ...] | None = None
+    # True when the reader checked the line's structure but did not read its items, because
+    # the caller said no email uses them (`iter_recommendations(wanted=...)`): item_ids is ().
+    unread: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,12 +125,19 @@ class EditorialPicks:
 
 @dataclass(slots=True)
 class SkipCounter:
-    """Counts skipped rows by reason and keeps the first few places (file:line) per reason."""
+    """Counts skipped rows by reason and keeps the first few places (file:line) per reason.
+
+    `items_checked` is for readers that check some reasons (`ITEM_REASONS`) on a part of the
+    rows only (the Personalize reader reads the items of the lines an email uses): None when
+    every row was checked for everything, else how many rows were checked for those reasons,
+    so `share` rates them over the rows where they could be found.
+    """
 
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     total: int = 0
     keep: int = 5
+    items_checked: int | None = None
 
     def add(self, reason: str, where: str) -> None:
         self.counts[reason] += 1
@@ -143,9 +153,20 @@ class SkipCounter:
         return sum(self.counts.values())
 
     def share(self) -> float:
-        return self.skipped / self.total if self.total else 0.0
+        """The share of bad rows; reasons checked on a part of the rows are rated over it."""
+        if not self.total:
+            return 0.0
+        if self.items_checked is None:
+            return self.skipped / self.total
+        partial = sum(self.counts[reason] for reason in ITEM_REASONS)
+        rate = partial / self.items_checked if self.items_checked else 0.0
+        return min(1.0, (self.skipped - partial) / self.total + rate)
 
     def merge(self, other: SkipCounter) -> None:
+        if other.items_checked is not None or self.items_checked is not None:
+            mine = self.total if self.items_checked is None else self.items_checked
+            theirs = other.total if other.items_checked is None else other.items_checked
+            self.items_checked = mine + theirs
         self.total += other.total
         for reason, n in other.counts.items():
             self.counts[reason] += n
@@ -153,11 +174,18 @@ class SkipCounter:
             places.extend(other.examples.get(reason, [])[: max(0, self.keep - len(places))])
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "total": self.total,
             "skipped": dict(sorted(self.counts.items())),
             "examples": {k: v for k, v in sorted(self.examples.items())},
         }
+        if self.items_checked is not None:
+            out["items_checked"] = self.items_checked
+        return out
+
+
+#: Skip reasons about a Personalize line's item ids (see `SkipCounter.items_checked`).
+ITEM_REASONS = ("bad_items", "unknown_items")
 
 
 # --------------------------------------------------------------------------- plan

@@ -6,17 +6,24 @@ from __future__ import annotations
 
 from calm_mail.bench.core import BenchContext, Figure, Goal, Section
 from calm_mail.bench.data import EDITION, dataset
-from calm_mail.bench.reader import peak_rss_mb, remembered_bare_parse
+from calm_mail.bench.reader import bare_parse, peak_rss_mb
 
 USERS_PER_S = 20_000
 TIME_RATIO = 2.5
+ROUNDS = 2  # bare parse and plan alternate, best of each: this machine is shared and noisy
 
 
 def run_plan(ctx: BenchContext) -> Section:
     big, small = dataset(ctx, ctx.sizes.users), dataset(ctx, ctx.sizes.small_users)
-    bare = remembered_bare_parse(ctx, big)
-    ctx.say(f"plan: plan_edition over {big.users:,} users in a fresh process")
-    big_mb, big_run = peak_rss_mb(ctx, "plan", str(ctx.root), str(big.folder), EDITION)
+    bares, plans = [], []
+    rounds = 1 if ctx.sizes.rounds == 1 else ROUNDS
+    for r in range(rounds):
+        ctx.say(f"plan: round {r + 1}/{rounds}: bare orjson pass over {big.users:,} users")
+        bares.append(bare_parse(big.recommendations))
+        ctx.say(f"plan: round {r + 1}/{rounds}: plan_edition in a fresh process")
+        plans.append(peak_rss_mb(ctx, "plan", str(ctx.root), str(big.folder), EDITION))
+    bare = min(bares, key=lambda b: b.cpu_s)
+    big_mb, big_run = min(plans, key=lambda p: float(p[1]["cpu_s"]))
     ctx.say(f"plan: plan_edition over {small.users:,} users (memory baseline)")
     small_mb, small_run = peak_rss_mb(ctx, "plan", str(ctx.root), str(small.folder), EDITION)
     users = big_run["audience"]
@@ -25,10 +32,13 @@ def run_plan(ctx: BenchContext) -> Section:
         name="plan",
         title=f"Plan (issue 3) - {users:,} users x {ctx.sizes.recs} recs, every rule",
         method="CPU time (time.process_time, all threads) of plan_edition with an in-memory "
-        "store in a fresh process; baseline: one bare orjson pass over the same files, CPU "
-        "time; peak RSS minus an import-only process",
+        "store in a fresh process; baseline: a bare orjson pass over the same files, CPU "
+        f"time; the two alternate, best of {rounds} each; peak RSS minus an import-only "
+        "process",
         details={
             "bare_parse": {"lines": bare.lines, "mb": bare.mb, "cpu_s": bare.cpu_s},
+            "bare_parse_rounds_cpu_s": [round(b.cpu_s, 3) for b in bares],
+            "plan_rounds_cpu_s": [round(float(p[1]["cpu_s"]), 3) for p in plans],
             "big": big_run,
             "small": small_run,
         },

@@ -12,7 +12,7 @@ import orjson
 
 from calm_mail.bench.child import run_child
 from calm_mail.bench.core import BenchContext, Figure, Goal, Section
-from calm_mail.bench.data import Dataset, dataset
+from calm_mail.bench.data import dataset
 from calm_mail.inputs.bench import bench_reader
 from calm_mail.inputs.catalog import read_catalog
 from calm_mail.inputs.personalize import SUFFIXES
@@ -50,12 +50,6 @@ def bare_parse(prefix: str) -> BareParse:
     return BareParse(lines=lines, mb=size / MB, cpu_s=time.process_time() - started)
 
 
-def remembered_bare_parse(ctx: BenchContext, data: Dataset) -> BareParse:
-    """The bare parse of `data`, measured once per run (the reader section records its own)."""
-    found: BareParse = ctx.remember(f"bare:{data.users}", lambda: bare_parse(data.recommendations))
-    return found
-
-
 def peak_rss_mb(ctx: BenchContext, task: str, *args: str) -> tuple[float, dict[str, Any]]:
     """Peak RSS of `task` in a fresh process, minus that of a process that only imports."""
     idle = ctx.remember("child:idle", lambda: run_child("idle"))
@@ -69,9 +63,6 @@ def run_reader(ctx: BenchContext) -> Section:
     catalog = str(big.folder / "catalog.csv")
     known = read_catalog(catalog, skips=SkipCounter()).keys()  # as the planner reads
     result = bench_reader(big.recommendations, known_items=known)
-    ctx.memo[f"bare:{big.users}"] = BareParse(
-        lines=result["lines"], mb=result["mb"], cpu_s=result["bare_s"]
-    )
     ctx.say("reader: peak memory in fresh processes")
     small_catalog = str(small.folder / "catalog.csv")
     small_mb, small_run = peak_rss_mb(ctx, "read", small.recommendations, small_catalog)

@@ -111,6 +111,16 @@ class PlanContext:
     timer: SendTimer
     catalog: Mapping[str, Item]
     new: frozenset[str]
+    # Worked out ahead for the users the reader needs (`_wanting_items`), asked again per user
+    hashed: dict[str, str] = field(default_factory=dict)  # user -> hash arm
+    reasons: dict[str, str | None] = field(default_factory=dict)  # user -> ineligibility
+
+    def reason(self, user: User) -> str | None:
+        """Why `user` gets no email (eligibility), or None."""
+        try:
+            return self.reasons[user.user_id]
+        except KeyError:
+            return self.eligibility.reason(user)
 
     def arm(self, user_id: str, *, explain: bool = False) -> tuple[str, str]:
         """(arm, why): the recorded arm of an exposed user, else the hash arm. The why is
@@ -118,6 +128,10 @@ class PlanContext:
         recorded = self.sticky.get(user_id)
         if recorded is not None:
             return recorded, "sticky: recorded at the user's first exposure"
+        if not explain:
+            known = self.hashed.get(user_id)
+            if known is not None:
+                return known, ""
         n = self.assigner.hash(user_id)
         arm = self.assigner.arm_at(n)
         if not explain:
@@ -190,7 +204,7 @@ def plan_user(
 ) -> tuple[PlannedDelivery | Exclusion, UserTrace | None]:
     """Decide one user: an `Exclusion` with its reason, or a `PlannedDelivery`; and, when
     `explain`, the full trace of how."""
-    reason = ctx.eligibility.reason(user)
+    reason = ctx.reason(user)
     if reason is not None:
         return _excluded(ctx, user, reason, explain)
     arm, arm_why = ctx.arm(user.user_id, explain=explain)
@@ -510,11 +524,12 @@ def _plan_all(
             traces[user.user_id] = trace
 
     if any(a.source is ContentSource.PERSONALIZE for a in campaign.experiment.arms):
-        for rec in _recommendations(campaign, ed, inputs):
+        wanted = _wanting_items(ctx, audience)
+        for rec in _recommendations(campaign, ed, inputs, wanted):
             user = audience.get(rec.user_id)
             if user is not None and rec.user_id not in done:
                 done.add(rec.user_id)
-                plan(user, rec)
+                plan(user, None if rec.unread else rec)
         _check_quality(campaign, ed, inputs, covered=len(done))
     for user_id, user in audience.items():
         if user_id not in done:
@@ -522,13 +537,34 @@ def _plan_all(
     return outcomes, traces
 
 
-def _recommendations(campaign: Campaign, ed: Edition, inputs: _Inputs) -> Iterator[Recommendation]:
+def _wanting_items(ctx: PlanContext, audience: Mapping[str, User]) -> set[str]:
+    """The users whose email is built from their Personalize line: eligible, in an arm whose
+    source is Personalize. Only their lines' items are read (see `iter_recommendations`)."""
+    wanted = set()
+    personalize = ContentSource.PERSONALIZE
+    reasons = ctx.reasons
+    for user_id, user in audience.items():
+        reason = reasons[user_id] = ctx.eligibility.reason(user)
+        if reason is None:
+            arm, _ = ctx.arm(user_id)
+            if user_id not in ctx.sticky:
+                ctx.hashed[user_id] = arm  # plan_user asks again: hash once
+            if ctx.arm_sources.get(arm) is personalize:
+                wanted.add(user_id)
+    return wanted
+
+
+def _recommendations(
+    campaign: Campaign, ed: Edition, inputs: _Inputs, wanted: Collection[str]
+) -> Iterator[Recommendation]:
     from calm_mail.inputs import iter_recommendations
 
     return iter_recommendations(
         campaign.input_path("recommendations", ed),
         skips=inputs.skips["recommendations"],
         known_items=inputs.catalog.keys(),
+        wanted=wanted,
+        scores=False,
     )
 
 

@@ -18,6 +18,7 @@ item twice, never more than the campaign's ``max_items``.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ class UserView:
             user=user,
             completed=completed,
             seed=diversify_seed(edition, user.user_id),
-            language=language_of(user.locale),
+            language=_language_of_locale(user.locale),
             dropped=[] if trace else None,
         )
 
@@ -91,6 +92,12 @@ def diversify_seed(edition: str, user_id: str) -> int:
 
 def language_of(locale: str) -> str:
     return locale.replace("_", "-").split("-", 1)[0].strip().lower()
+
+
+@functools.lru_cache(maxsize=1024)
+def _language_of_locale(locale: str) -> str:
+    """`language_of`, remembered: an audience has a handful of locales."""
+    return language_of(locale)
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -384,19 +391,22 @@ def _diversify(params: Diversify, data: EditionData) -> StepFn:
             # by tier, then by the seeded key, then by position (a stable sort per tier)
             ranked = [(n // tier, crc32(key[i], seed), n, i) for n, i in enumerate(items)]
             ranked.sort()
-            shuffled = [i for *_, i in ranked]
+            shuffled = [r[3] for r in ranked]
         per_type: dict[str, int] = {}
         per_topic: dict[str, int] = {}
         out = []
         for i in shuffled:
             content_type, topics = facets[i]
-            if per_type.get(content_type, 0) >= max_type or any(
-                per_topic.get(t, 0) >= max_topic for t in topics
-            ):
+            over = per_type.get(content_type, 0) >= max_type
+            if not over:
+                for topic in topics:  # a loop, not any(): no generator per candidate
+                    if per_topic.get(topic, 0) >= max_topic:
+                        over = True
+                        break
+            if over:
                 if view.dropped is not None:
-                    view.dropped.append(
-                        (i, _over_cap(catalog[i], per_type, per_topic, max_type, max_topic))
-                    )
+                    why = _over_cap(catalog[i], per_type, per_topic, max_type, max_topic)
+                    view.dropped.append((i, why))
                 continue
             per_type[content_type] = per_type.get(content_type, 0) + 1
             for topic in topics:

@@ -258,3 +258,77 @@ def test_quality_stops_on_low_coverage_and_on_no_lines() -> None:
             min_coverage=0.5,
             source="out/",
         )
+
+
+# --------------------------------------------------------------------------- wanted users only
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(junk_line | st.sampled_from([line("u1", ["i1", "zz"]), line("u2", ["zz"])])),
+    wanted=st.sets(st.sampled_from(["u1", "u2", "a", "b", "", "0"])),
+)
+def test_wanted_users_read_exactly_as_a_full_read_and_others_only_checked(
+    tmp_path: Path, lines: list[bytes], wanted: set[str]
+) -> None:
+    path = tmp_path / "junk.out"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    full, full_skips = read(path, known_items=KNOWN)
+    part, part_skips = read(path, known_items=KNOWN, wanted=wanted)
+    firsts = _first_good_lines(lines)  # user -> its first structurally good line's items
+    # the same lines are counted and the same structural problems found
+    assert part_skips.total == full_skips.total
+    assert _structural(part_skips) == _structural(full_skips)
+    # wanted users get exactly what a full read gives them
+    assert [r for r in part if not r.unread] == [r for r in full if r.user_id in wanted]
+    # every other user with a good line comes back unread, with no items, once
+    unread = [r for r in part if r.unread]
+    assert [r.user_id for r in unread] == [u for u in firsts if u not in wanted]
+    assert all(r.item_ids == () and r.scores is None for r in unread)
+    # item problems are looked for, and rated, on the wanted users' lines only
+    assert part_skips.items_checked == sum(1 for u in firsts if u in wanted)
+    wanted_unknown = sum(1 for u, items in firsts.items() if u in wanted and set(items) - KNOWN)
+    assert part_skips.counts["unknown_items"] == wanted_unknown
+
+
+def _structural(skips: SkipCounter) -> dict[str, int]:
+    return {k: v for k, v in skips.counts.items() if k not in ("unknown_items", "bad_items")}
+
+
+def _first_good_lines(lines: list[bytes]) -> dict[str, list[object]]:
+    """A model of the reader's structure checks: each user's first good line's items."""
+    firsts: dict[str, list[object]] = {}
+    for raw in lines:
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(doc, dict) or doc.get("error") is not None:
+            continue
+        out, inp = doc.get("output"), doc.get("input")
+        items = out.get("recommendedItems") if isinstance(out, dict) else None
+        user = inp.get("userId") if isinstance(inp, dict) else None
+        user = str(user) if type(user) is int else user
+        if isinstance(items, list) and items and isinstance(user, str) and user:
+            firsts.setdefault(user, items)
+    return firsts
+
+
+def test_scores_are_left_out_when_not_asked_for(data_dir: Path) -> None:
+    recs, _ = read(data_dir / "personalize/good.out", scores=False)
+    assert [(r.user_id, r.scores) for r in recs] == [("u1", None), ("u2", None), ("u3", None)]
+    assert recs[0].item_ids == ("i1", "i2", "i3")
+
+
+def test_item_problems_found_on_part_of_the_lines_are_rated_over_that_part() -> None:
+    skips = counter(100, bad_json=5, unknown_items=2)
+    assert skips.share() == pytest.approx(0.07)
+    skips.items_checked = 10  # items were read on 10 of the 100 lines
+    assert skips.share() == pytest.approx(0.05 + 0.2)
+    assert skips.as_dict()["items_checked"] == 10
+    other = counter(50, unknown_items=1)  # every line checked
+    skips.merge(other)
+    assert skips.items_checked == 60 and skips.total == 150
+    assert skips.share() == pytest.approx(5 / 150 + 3 / 60)
