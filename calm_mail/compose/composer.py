@@ -297,6 +297,29 @@ def render_context(
     return builder.context(strings, subject, preheader, items, delivery_id)
 
 
+def sample_delivery(
+    edition: str,
+    locale: str,
+    item_ids: Sequence[str],
+    *,
+    who: str,
+    send_at: datetime = datetime(2026, 1, 3, 8, tzinfo=UTC),
+) -> PlannedDelivery:
+    """A made-up editorial delivery to render (lint, the sharing probe): user and arm `who`."""
+    return PlannedDelivery(
+        edition=edition,
+        user_id=who,
+        email=f"{who}@example.com",
+        locale=locale,
+        arm=who,
+        source=ContentSource.EDITORIAL,
+        fallback=False,
+        item_ids=tuple(item_ids),
+        send_at=send_at,
+        timezone="UTC",
+    )
+
+
 class SharedRenders:
     """Rendered (html, text) per (locale, item ids), made with a placeholder delivery id.
 
@@ -450,18 +473,7 @@ class Composer:
         placeholder, real = secrets.token_hex(11), "Ab-_9zYx8wVu7tSr6qPo5n"
         checked = 0
         for locale in self.campaign.audience.locales:
-            probe = PlannedDelivery(
-                edition=self.edition,
-                user_id="probe",
-                email="probe@example.com",
-                locale=locale,
-                arm="probe",
-                source=ContentSource.EDITORIAL,
-                fallback=False,
-                item_ids=tuple(i.item_id for i in items),
-                send_at=datetime(2000, 1, 1, tzinfo=UTC),
-                timezone="UTC",
-            )
+            probe = sample_delivery(self.edition, locale, [i.item_id for i in items], who="probe")
             try:
                 direct = self._render_for(probe, items, real)
                 shared = self._render_for(probe, items, placeholder)

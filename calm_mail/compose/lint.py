@@ -21,7 +21,13 @@ import jinja2
 from jinja2 import meta, nodes
 
 from calm_mail.campaign import Campaign
-from calm_mail.compose.composer import CONTEXT_KEYS, SUBJECT_KEYS, Composer, render_context
+from calm_mail.compose.composer import (
+    CONTEXT_KEYS,
+    SUBJECT_KEYS,
+    Composer,
+    render_context,
+    sample_delivery,
+)
 from calm_mail.compose.templates import (
     BASE_LOCALE,
     LAYOUT,
@@ -33,7 +39,7 @@ from calm_mail.compose.templates import (
     text_environment,
 )
 from calm_mail.errors import ConfigError, RenderError
-from calm_mail.records import ContentSource, Item, PlannedDelivery
+from calm_mail.records import Item
 
 MAX_HTML_BYTES = 90_000
 #: A SendGrid-style click-tracking URL of the length SendGrid really produces (~470 chars).
@@ -415,18 +421,7 @@ def lint_rendered(campaign: Campaign, catalog: Mapping[str, Item] | None = None)
     )
     problems: list[str] = []
     for locale in campaign.audience.locales:
-        delivery = PlannedDelivery(
-            edition=LINT_EDITION,
-            user_id="lint",
-            email="lint@example.com",
-            locale=locale,
-            arm="lint",
-            source=ContentSource.EDITORIAL,
-            fallback=False,
-            item_ids=tuple(item_ids),
-            send_at=datetime(2026, 1, 3, 8, tzinfo=UTC),
-            timezone="UTC",
-        )
+        delivery = sample_delivery(LINT_EDITION, locale, item_ids, who="lint")
         try:
             message = composer.compose(delivery, LINT_DELIVERY_ID)
         except (ConfigError, RenderError) as exc:
