@@ -47,7 +47,7 @@ import simdjson
 
 from calm_mail.errors import InputError
 from calm_mail.inputs.sources import READ_ERRORS, list_prefix, open_source, read_error
-from calm_mail.records import Recommendation, SkipCounter
+from calm_mail.records import ITEM_REASONS, Recommendation, SkipCounter
 
 SUFFIXES = (".out", ".out.gz")
 
@@ -251,8 +251,9 @@ def check_recommendation_quality(
 ) -> None:
     """Stop the edition (raise `InputError`) when the Personalize output is not fit to use.
 
-    Bad lines are every line `skips` counted, whatever the reason (a line counts once);
-    coverage is ``covered_users / audience_size``. Both limits are inclusive: a share equal to
+    Bad lines are every line `skips` counted, whatever the reason (a line counts once); item
+    problems found on part of the lines are rated over that part (`SkipCounter.share`).
+    Coverage is ``covered_users / audience_size``. Both limits are inclusive: a share equal to
     `max_bad_share`, or a coverage equal to `min_coverage`, passes.
     """
     if skips.total == 0:
@@ -260,8 +261,8 @@ def check_recommendation_quality(
     share = skips.share()
     if share > max_bad_share:
         raise InputError(
-            f"{skips.skipped:,} of {skips.total:,} Personalize lines ({share:.2%}) are bad, more "
-            f"than the allowed {max_bad_share:.2%} (inputs.max_bad_share): {_reasons(skips)}",
+            f"{_bad_lines(skips)} ({share:.2%}) are bad, more than the allowed "
+            f"{max_bad_share:.2%} (inputs.max_bad_share): {_reasons(skips)}",
             path=source,
         )
     coverage = covered_users / audience_size if audience_size else 1.0
@@ -272,6 +273,16 @@ def check_recommendation_quality(
             "(inputs.min_coverage); was the batch job run on the whole audience?",
             path=source,
         )
+
+
+def _bad_lines(skips: SkipCounter) -> str:
+    if skips.items_checked is None:
+        return f"{skips.skipped:,} of {skips.total:,} Personalize lines"
+    items = sum(skips.counts[r] for r in ITEM_REASONS)
+    return (
+        f"{skips.skipped - items:,} of {skips.total:,} Personalize lines by their structure and "
+        f"{items:,} of the {skips.items_checked:,} whose items were read"
+    )
 
 
 def _reasons(skips: SkipCounter) -> str:

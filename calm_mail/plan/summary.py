@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from calm_mail.plan.srm import SrmResult, srm_check
-from calm_mail.records import Exclusion, Item, PlannedDelivery
+from calm_mail.records import ITEM_REASONS, Exclusion, Item, PlannedDelivery
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,12 +219,14 @@ def format_summary(summary: PlanSummary) -> Group:
     for name, skips in summary.skips.items():
         skipped = skips.get("skipped") or {}
         if isinstance(skipped, dict) and skipped:
-            parts.append(
-                Text(
-                    f"skipped {name} rows: " + ", ".join(f"{r} {n:,}" for r, n in skipped.items()),
-                    style="yellow",
+            line = f"skipped {name} rows: " + ", ".join(f"{r} {n:,}" for r, n in skipped.items())
+            checked = skips.get("items_checked")
+            if isinstance(checked, int) and any(r in skipped for r in ITEM_REASONS):
+                line += (
+                    f" (item ids are read and checked on the {checked:,} of "
+                    f"{skips.get('total', 0):,} lines an email uses)"
                 )
-            )
+            parts.append(Text(line, style="yellow"))
     parts += [Text(f"warning: {w}", style="yellow") for w in summary.warnings]
     return Group(*parts)
 

@@ -211,6 +211,27 @@ def test_plan_is_byte_identical_and_complete(root: Path) -> None:
     assert "personalized" in text.getvalue() and "kids content to adults: 0" in text.getvalue()
 
 
+def test_unknown_items_are_counted_where_items_are_read_and_the_summary_says_so(
+    root: Path,
+) -> None:
+    part = root / "data" / "demo" / "personalize" / EDITION.key / "part-00000.json.out"
+    part.write_bytes(part.read_bytes().replace(b'"o1"', b'"not-in-catalog"'))
+    with pytest.raises(InputError, match=r"by their structure and \d+ of the \d+ whose items"):
+        plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW, record=False)
+    lenient = e2e(root, inputs={"max_bad_share": 0.6})
+    result = plan_edition(lenient, EDITION, store=MemoryStore(), now=NOW, record=False)
+    skips = result.summary.skips["recommendations"]
+    wanted = sum(1 for d in result.deliveries if d.arm == "personalized")
+    assert 0 < skips["items_checked"] < skips["total"]
+    assert skips["items_checked"] <= wanted
+    assert 0 < skips["skipped"]["unknown_items"] <= skips["items_checked"]
+    text = io.StringIO()
+    Console(file=text, width=200).print(planner.format_summary(result.summary))
+    assert f"checked on the {skips['items_checked']:,} of {skips['total']:,} lines" in (
+        text.getvalue()
+    )
+
+
 def test_assignments_are_recorded_and_sticky_when_weights_change(root: Path) -> None:
     store = MemoryStore()
     camp = e2e(root)
