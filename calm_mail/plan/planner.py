@@ -236,6 +236,8 @@ def plan_user(
     if len(items) < ctx.rules.min_items:
         return _excluded(ctx, user, TOO_FEW_ITEMS, explain, arm=arm, arm_why=arm_why)
     delivery = _delivery(ctx, user, arm, source, tuple(items), fallback, send_at, zone)
+    if not explain:  # the hot path: no trace to build
+        return delivery, None
     trace = _trace(
         explain,
         user,

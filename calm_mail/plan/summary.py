@@ -111,7 +111,8 @@ class Tally:
         kids: Container[str],
     ) -> None:
         self.arm_sources = dict(arms)
-        self._catalog, self._new, self._kids = catalog, new, kids
+        # (content type, new?, kids?) per item, so counting a delivery is one look-up per item
+        self._facts = {i: (it.content_type, i in new, i in kids) for i, it in catalog.items()}
         self.arms = {name: _ArmTally() for name in arms}
         self.excluded: Counter[str] = Counter()
         self.audience = 0
@@ -124,10 +125,12 @@ class Tally:
         arm.users += 1
         arm.fallback += outcome.fallback
         arm.items += len(outcome.item_ids)
+        facts = self._facts
         for i in outcome.item_ids:
-            arm.types[self._catalog[i].content_type] += 1
-            arm.new_items += i in self._new
-            arm.kids_leaks += adult and i in self._kids
+            content_type, is_new, is_kids = facts[i]
+            arm.types[content_type] += 1
+            arm.new_items += is_new
+            arm.kids_leaks += adult and is_kids
 
     def summary(
         self,
