@@ -158,9 +158,14 @@ class SkipCounter:
             return 0.0
         if self.items_checked is None:
             return self.skipped / self.total
-        partial = sum(self.counts[reason] for reason in ITEM_REASONS)
+        partial = self.item_skips
         rate = partial / self.items_checked if self.items_checked else 0.0
         return min(1.0, (self.skipped - partial) / self.total + rate)
+
+    @property
+    def item_skips(self) -> int:
+        """Rows skipped for one of `ITEM_REASONS`."""
+        return sum(self.counts[reason] for reason in ITEM_REASONS)
 
     def merge(self, other: SkipCounter) -> None:
         if other.items_checked is not None or self.items_checked is not None:

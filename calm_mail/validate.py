@@ -55,9 +55,10 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
 
     def recommendations() -> str:
         from calm_mail.inputs import iter_recommendations, list_prefix
+        from calm_mail.inputs.personalize import SUFFIXES
 
         prefix = campaign.input_path("recommendations", edition)
-        parts = list_prefix(prefix, (".out", ".out.gz"))
+        parts = list_prefix(prefix, SUFFIXES)
         if not parts:
             raise_input(f"{prefix}: no Personalize output (*.out) for edition {edition}")
         for part in parts:  # every part opens, decompresses and has good lines

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,7 +40,7 @@ from calm_mail.plan.planner import plan_edition
 from calm_mail.records import PlannedDelivery
 from calm_mail.store import Ledger
 from calm_mail.store.ledger import delivery_id_for
-from calm_mail.track.server import free_port
+from calm_mail.track.server import cli_server
 
 SENDS_PER_S = 2_000
 API_KEY = "SG.bench"  # the sandbox takes any SG.* key
@@ -179,35 +177,9 @@ class Sandbox:
 @contextmanager
 def sandbox_process(latency_ms: float) -> Iterator[Sandbox]:
     """``calm-mail sandbox --latency-ms`` in its own process on a free port, until exit."""
-    port = free_port()
-    command = [sys.executable, "-m", "calm_mail.cli", "sandbox", "--port", str(port)]
-    command += ["--latency-ms", str(latency_ms)]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            sandbox = Sandbox(f"http://127.0.0.1:{port}", process.pid)
-            _wait_ready(sandbox, process, log)
-            yield sandbox
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(sandbox: Sandbox, process: subprocess.Popen[bytes], log: Any) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            sandbox.accepted()
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    log.seek(0)
-    output = log.read().decode(errors="replace")[-2000:]
-    raise RuntimeError(f"the sandbox did not start:\n{output}")
+    args = ["sandbox", "--latency-ms", str(latency_ms)]
+    with cli_server(args, ready_path="/_sandbox/stats") as (base, process):
+        yield Sandbox(base, process.pid)
 
 
 # --------------------------------------------------------------------------- what is sent

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from calm_mail.deliver.transport import ScheduledStatus, mail_send_body
+from calm_mail.deliver.transport import DryRun, mail_send_body
 from calm_mail.records import ComposedMessage, SendResult
 
 
-class NullTransport:
+class NullTransport(DryRun):
     name = "null"
-    dry_run = True
 
     def __init__(self, *, build_payload: bool = True) -> None:
         self.sent = 0
@@ -19,15 +18,3 @@ class NullTransport:
             mail_send_body(message)  # keep the payload cost in the measured path
         self.sent += 1
         return SendResult(delivery_id=message.delivery_id, message_id=None)
-
-    async def create_batch(self) -> str | None:
-        return None
-
-    async def scheduled_send(self, batch_id: str, status: ScheduledStatus | None) -> None:
-        return None
-
-    async def check_credentials(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import orjson
 
-from calm_mail.deliver.transport import ScheduledStatus
+from calm_mail.deliver.transport import DryRun
 from calm_mail.records import ComposedMessage, SendResult
 
 MANIFEST = "manifest.jsonl"
 
 
-class OutboxTransport:
+class OutboxTransport(DryRun):
     name = "outbox"
-    dry_run = True
 
     def __init__(self, folder: Path, *, manifest_extra: dict[str, dict[str, object]] | None = None):
         self.folder = folder
@@ -45,15 +44,6 @@ class OutboxTransport:
         }
         self._lines.append((str(entry["user_id"]), orjson.dumps(entry)))
         return SendResult(delivery_id=message.delivery_id, message_id=None)
-
-    async def create_batch(self) -> str | None:
-        return None
-
-    async def scheduled_send(self, batch_id: str, status: ScheduledStatus | None) -> None:
-        return None
-
-    async def check_credentials(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         path = self.folder / MANIFEST

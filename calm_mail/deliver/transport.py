@@ -32,6 +32,25 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+class DryRun:
+    """What a transport that reaches no provider does besides `send`: no batches to make, no
+    scheduled sends to pause, no key to check, nothing to close (outbox and null)."""
+
+    dry_run = True
+
+    async def create_batch(self) -> str | None:
+        return None
+
+    async def scheduled_send(self, batch_id: str, status: ScheduledStatus | None) -> None:
+        return None
+
+    async def check_credentials(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
 def mail_send_body(message: ComposedMessage) -> dict[str, Any]:
     """The v3 mail/send body for one recipient (one request per user: each HTML is unique)."""
     personalization: dict[str, Any] = {

@@ -47,7 +47,7 @@ import simdjson
 
 from calm_mail.errors import InputError
 from calm_mail.inputs.sources import READ_ERRORS, list_prefix, open_source, read_error
-from calm_mail.records import ITEM_REASONS, Recommendation, SkipCounter
+from calm_mail.records import Recommendation, SkipCounter
 
 SUFFIXES = (".out", ".out.gz")
 
@@ -278,7 +278,7 @@ def check_recommendation_quality(
 def _bad_lines(skips: SkipCounter) -> str:
     if skips.items_checked is None:
         return f"{skips.skipped:,} of {skips.total:,} Personalize lines"
-    items = sum(skips.counts[r] for r in ITEM_REASONS)
+    items = skips.item_skips
     return (
         f"{skips.skipped - items:,} of {skips.total:,} Personalize lines by their structure and "
         f"{items:,} of the {skips.items_checked:,} whose items were read"

@@ -33,12 +33,12 @@ from typing import Any, NamedTuple, Protocol
 from calm_mail.campaign import Campaign
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, PreflightError
+from calm_mail.inputs.personalize import SUFFIXES
 from calm_mail.records import ContentSource, PlannedDelivery
 
 log = logging.getLogger(__name__)
 
 SENDGRID_WINDOW = timedelta(hours=72)
-PART_SUFFIXES = (".out", ".out.gz")
 # The widest spread of local clocks on Earth: a local time happens first at UTC+14, last at -12.
 EARLIEST_ZONE = timezone(timedelta(hours=14))
 LATEST_ZONE = timezone(timedelta(hours=-12))
@@ -364,7 +364,7 @@ def list_parts(prefix: str) -> list[tuple[str, datetime]]:
 
         return [
             (p, datetime.fromtimestamp(Path(p).stat().st_mtime, UTC))
-            for p in list_prefix(prefix, PART_SUFFIXES)
+            for p in list_prefix(prefix, SUFFIXES)
         ]
     from calm_mail.inputs.sources import s3_client, split_s3
 
@@ -374,7 +374,7 @@ def list_parts(prefix: str) -> list[tuple[str, datetime]]:
         (f"s3://{bucket}/{entry['Key']}", entry["LastModified"].astimezone(UTC))
         for page in pages
         for entry in page.get("Contents", ())
-        if entry["Key"].endswith(PART_SUFFIXES)
+        if entry["Key"].endswith(SUFFIXES)
     ]
 
 

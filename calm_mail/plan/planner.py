@@ -56,6 +56,7 @@ TOO_FEW_ITEMS = "too_few_items"
 ARM_REMOVED = "arm_removed"
 STICKY_CHUNK = 10_000
 _EMPTY: frozenset[str] = frozenset()
+_UNKNOWN = "\x00not worked out"  # a `PlanContext.reasons` miss (None means eligible)
 
 __all__ = [
     "PlanContext",
@@ -117,10 +118,8 @@ class PlanContext:
 
     def reason(self, user: User) -> str | None:
         """Why `user` gets no email (eligibility), or None."""
-        try:
-            return self.reasons[user.user_id]
-        except KeyError:
-            return self.eligibility.reason(user)
+        found = self.reasons.get(user.user_id, _UNKNOWN)
+        return self.eligibility.reason(user) if found is _UNKNOWN else found
 
     def arm(self, user_id: str, *, explain: bool = False) -> tuple[str, str]:
         """(arm, why): the recorded arm of an exposed user, else the hash arm. The why is

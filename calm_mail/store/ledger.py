@@ -1034,44 +1034,11 @@ def _delivery(row: sa.Row[Any]) -> DeliveryRow:
 def _delivery_of(values: Sequence[Any]) -> DeliveryRow:
     """A `DeliveryRow` from the values of `_ROW_COLUMNS`, in order (the claim's hot path:
     positional, so no per-column name lookup on SQLAlchemy's Row)."""
-    (
-        delivery_id,
-        edition_id,
-        user_id,
-        email,
-        locale,
-        arm,
-        source,
-        fallback,
-        item_ids,
-        send_at,
-        timezone,
-        state,
-        attempts,
-        message_id,
-        last_error,
-        claimed_at,
-        sent_at,
-    ) = values
-    return DeliveryRow(
-        delivery_id=delivery_id,
-        edition_id=edition_id,
-        user_id=user_id,
-        email=email,
-        locale=locale,
-        arm=arm,
-        source=source,
-        fallback=bool(fallback),
-        item_ids=tuple(orjson.loads(item_ids)),
-        send_at=send_at,
-        timezone=timezone,
-        state=DeliveryState(state),
-        attempts=attempts,
-        message_id=message_id,
-        last_error=last_error,
-        claimed_at=claimed_at,
-        sent_at=sent_at,
-    )
+    fields = dict(zip(_ROW_FIELDS, values, strict=True))
+    fields["fallback"] = bool(fields["fallback"])
+    fields["item_ids"] = tuple(orjson.loads(fields["item_ids"]))
+    fields["state"] = DeliveryState(fields["state"])
+    return DeliveryRow(**fields)
 
 
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(DeliveryRow))

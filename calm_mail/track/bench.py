@@ -9,9 +9,7 @@ batches are posted with one keep-alive httpx client, as SendGrid posts them. The
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import orjson
 
 from calm_mail.sandbox.webhook import WebhookSigner
 from calm_mail.track.normalize import normalize
-from calm_mail.track.server import free_port, wait_healthy
+from calm_mail.track.server import cli_server
 
 TARGET_EVENTS_PER_S = 5_000
 _KINDS = ("processed", "delivered", "open", "open", "click", "deferred")
@@ -99,29 +97,11 @@ def _raw_events(run: str, start: int, count: int) -> list[dict[str, object]]:
 
 @contextmanager
 def _receiver_process(ledger_url: str, public_key: str) -> Iterator[str]:
-    port = free_port()
     env = dict(
         os.environ, CALM_MAIL_DATABASE_URL=ledger_url, SENDGRID_WEBHOOK_PUBLIC_KEY=public_key
     )
-    command = [sys.executable, "-m", "calm_mail.cli", "events", "serve", "--port", str(port)]
-    with tempfile.TemporaryFile() as log:  # the server's own output, shown only if it fails
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            try:
-                wait_healthy(base, process)
-            except RuntimeError as exc:
-                log.seek(0)
-                output = log.read().decode(errors="replace")[-2000:]
-                raise RuntimeError(f"{exc}:\n{output}") from None
-            yield f"{base}/webhooks/sendgrid"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with cli_server(["events", "serve"], ready_path="/healthz", env=env) as (base, _):
+        yield f"{base}/webhooks/sendgrid"
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m calm_mail.track.bench URL

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import httpx
@@ -45,15 +47,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(base: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """Poll ``base/healthz`` until it answers 200; RuntimeError if the process dies or stalls."""
+def wait_healthy(
+    base: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0, path: str = "/healthz"
+) -> None:
+    """Poll ``base + path`` until it answers 200; RuntimeError if the process dies or stalls."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the receiver exited with code {process.returncode}")
+            raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.05)
-    raise RuntimeError("the receiver did not become healthy in time")
+    raise RuntimeError("the server did not become ready in time")
+
+
+@contextmanager
+def cli_server(
+    args: Sequence[str], *, ready_path: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``calm-mail ARGS --port P`` in its own process on a free port until the block ends:
+    (its base URL, the process). When it does not answer 200 on `ready_path`, RuntimeError
+    with the end of its output (which is kept out of sight otherwise)."""
+    port = free_port()
+    command = [sys.executable, "-m", "calm_mail.cli", *args, "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_healthy(base, process, path=ready_path)
+            except RuntimeError as exc:
+                log.seek(0)
+                output = log.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{' '.join(args[:2])}: {exc}:\n{output}") from None
+            yield base, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
