@@ -9,19 +9,19 @@ not have reached SendGrid; the engine never resends those itself (see `reconcile
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import logging
 import os
 import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from calm_mail import collector
 from calm_mail.deliver.ratelimit import RateLimiter
 from calm_mail.deliver.sendgrid import UnknownFate
 from calm_mail.deliver.transport import Transport
@@ -349,20 +349,9 @@ class Engine:
 SEND_GC_THRESHOLD = 50_000
 
 
-@contextmanager
-def collector_tuned() -> Iterator[None]:
-    """For the length of a send run: objects alive at the start (catalog, composer, templates,
-    modules) are moved out of the collector's sight with `gc.freeze`, and young collections run
-    every `SEND_GC_THRESHOLD` allocations instead of every 700. Cycles are still collected;
-    reference counting frees everything else at once as before. Restored afterwards."""
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(threshold[0], SEND_GC_THRESHOLD), *threshold[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+def collector_tuned() -> contextlib.AbstractContextManager[None]:
+    """For the length of a send run, see `calm_mail.collector.tuned`."""
+    return collector.tuned(SEND_GC_THRESHOLD)
 
 
 class _Recorder:

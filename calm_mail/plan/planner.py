@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from calm_mail import collector
 from calm_mail.campaign import Campaign
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
@@ -55,6 +56,11 @@ from calm_mail.records import (
 TOO_FEW_ITEMS = "too_few_items"
 ARM_REMOVED = "arm_removed"
 STICKY_CHUNK = 10_000
+#: Young-generation threshold of the cyclic collector while planning (see `collector.tuned`):
+#: the audience, the plan and the verdict caches are long-lived containers, so with CPython's
+#: default the full passes walked them again and again (measured: 77.4 vs 73.7 µs per user on
+#: the bench's 200,000 users, seven full collections against none).
+PLAN_GC_THRESHOLD = 50_000
 _EMPTY: frozenset[str] = frozenset()
 _UNKNOWN = "\x00not worked out"  # a `PlanContext.reasons` miss (None means eligible)
 
@@ -381,6 +387,22 @@ def plan_edition(
     `record` is false) and returns the plan sorted by user id. `now` only dates warnings
     (SendGrid's 72 h window); the plan itself depends on the inputs alone.
     """
+    with collector.tuned(PLAN_GC_THRESHOLD):
+        return _plan_edition(
+            campaign, edition, store=store, now=now, shard=shard, explain=explain, record=record
+        )
+
+
+def _plan_edition(
+    campaign: Campaign,
+    edition: Edition | str,
+    *,
+    store: PlannerStore,
+    now: datetime,
+    shard: tuple[int, int] | None,
+    explain: str | Collection[str] | None,
+    record: bool,
+) -> PlanResult:
     ed = edition if isinstance(edition, Edition) else Edition.parse(edition)
     notes = _check_seed(store, campaign)
     rules = load_campaign_rules(campaign)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -133,6 +133,38 @@ def _drop(view: UserView, items: Iterable[str], why: Callable[[str], str]) -> No
         view.dropped.extend((i, why(i)) for i in items)
 
 
+@dataclass(frozen=True, slots=True)
+class PerItem:
+    """What a step that judges each item on its own reads of the user.
+
+    Such a step keeps or drops an item whatever the other items are, and never reorders them
+    (``locale`` excepted: it puts the user's language first, English after, which `tier`
+    says). `profile(view)` is everything about the user it reads besides ``completed`` (only
+    `uses_completed` steps read that): two users with equal profiles get equal verdicts, so
+    `BoundRules` can remember them per profile (see `_Fused`). `keeps` is the set a step keeps,
+    for a plain set filter that runs at C speed on a long candidate list.
+    """
+
+    profile: Callable[[UserView], Hashable]
+    uses_completed: bool = False
+    tier: Callable[[str, UserView], int] | None = None
+    keeps: frozenset[str] | None = None
+
+
+def _anyone(view: UserView) -> None:
+    return None
+
+
+def _judges_each_item(fn: StepFn, judge: PerItem) -> StepFn:
+    """Mark `fn` as a step that judges each item on its own (see `PerItem`)."""
+    fn.per_item = judge  # type: ignore[attr-defined]
+    return fn
+
+
+def per_item(fn: StepFn) -> PerItem | None:
+    return getattr(fn, "per_item", None)
+
+
 # ----------------------------------------------------------------------------- built-in steps
 
 
@@ -156,7 +188,7 @@ def _only_new(params: OnlyNew, data: EditionData) -> StepFn:
             )
         return kept
 
-    return only_new
+    return _judges_each_item(only_new, PerItem(_anyone, keeps=new))
 
 
 def new_items(data: EditionData, days: int) -> frozenset[str]:
@@ -212,7 +244,7 @@ def _type_filter(data: EditionData, keep: Callable[[str], bool], why: str) -> St
             )
         return kept
 
-    return type_filter
+    return _judges_each_item(type_filter, PerItem(_anyone))
 
 
 class NoParams(StepParams):
@@ -229,19 +261,19 @@ def kids_items(catalog: Mapping[str, Item]) -> frozenset[str]:
 def _exclude_kids(params: NoParams, data: EditionData) -> StepFn:
     """Drop kids items for every profile that is not a kids profile."""
     kids = kids_items(data.catalog)
-    return _set_filter(kids, lambda v: not v.user.is_kids_profile, "kids content, adult profile")
+    why = "kids content, adult profile"
 
-
-def _set_filter(banned: frozenset[str], applies: Callable[[UserView], bool], why: str) -> StepFn:
-    def set_filter(items: list[str], view: UserView) -> list[str]:
-        if not applies(view):
+    def exclude_kids_for_adults(items: list[str], view: UserView) -> list[str]:
+        if view.user.is_kids_profile:
             return items
-        kept = [i for i in items if i not in banned]
+        kept = [i for i in items if i not in kids]
         if len(kept) != len(items):
-            _drop(view, (i for i in items if i in banned), lambda i: why)
+            _drop(view, (i for i in items if i in kids), lambda i: why)
         return kept
 
-    return set_filter
+    return _judges_each_item(
+        exclude_kids_for_adults, PerItem(lambda view: view.user.is_kids_profile)
+    )
 
 
 @step("exclude_completed", NoParams)
@@ -257,7 +289,7 @@ def _exclude_completed(params: NoParams, data: EditionData) -> StepFn:
             _drop(view, (i for i in items if i in done), lambda i: "already completed")
         return kept
 
-    return exclude_completed
+    return _judges_each_item(exclude_completed, PerItem(_anyone, uses_completed=True))
 
 
 class LevelFit(StepParams):
@@ -286,11 +318,17 @@ def _level_fit(params: LevelFit, data: EditionData) -> StepFn:
     experienced_levels = set(params.experienced_levels)
     beginner_levels = set(params.beginner_levels)
 
-    def level_fit(items: list[str], view: UserView) -> list[str]:
+    def level_of(view: UserView) -> str:
         user = view.user
         if user.level in experienced_levels or user.tenure_days > params.experienced_after_days:
+            return "experienced"
+        return "beginner" if user.level in beginner_levels else ""
+
+    def level_fit(items: list[str], view: UserView) -> list[str]:
+        level = level_of(view)
+        if level == "experienced":
             banned, why = beginner_courses, "beginner course for an experienced meditator"
-        elif user.level in beginner_levels:
+        elif level == "beginner":
             banned = long_unguided
             why = f"unguided, over {params.max_unguided_minutes} min: too long for a beginner"
         else:
@@ -300,7 +338,7 @@ def _level_fit(params: LevelFit, data: EditionData) -> StepFn:
             _drop(view, (i for i in items if i in banned), lambda i: why)
         return kept
 
-    return level_fit
+    return _judges_each_item(level_fit, PerItem(level_of))
 
 
 class Locale(StepParams):
@@ -329,7 +367,10 @@ def _locale(params: Locale, data: EditionData) -> StepFn:
             )
         return fits
 
-    return locale
+    def tier(item: str, view: UserView) -> int:
+        return 0 if lang[item] == view.language or lang[item] in neutral else 1
+
+    return _judges_each_item(locale, PerItem(lambda view: view.language, tier=tier))
 
 
 @step("roll_up_collections", NoParams)
@@ -498,7 +539,7 @@ def _set_keep(allowed: frozenset[str], why: str) -> StepFn:
             _drop(view, (i for i in items if i not in allowed), lambda i: why)
         return kept
 
-    return keep
+    return _judges_each_item(keep, PerItem(_anyone, keeps=allowed))
 
 
 @dataclass(slots=True)
@@ -512,23 +553,62 @@ class BoundRules:
     max_items: int
     dropped_by_step: dict[str, int] = field(default_factory=dict)
     guard_hits: int = 0  # items the hard guards removed after the steps (should stay 0)
+    # The untraced path: leading set filters, a run of per-item steps judged together, the rest
+    _lead: int = field(init=False, default=0)
+    _fused: _Fused | None = field(init=False, default=None)
+    _after: int = field(init=False, default=0)
 
     GUARD: ClassVar[str] = "guard"
+
+    def __post_init__(self) -> None:
+        judges = [per_item(fn) for _, fn in self.steps]
+        lead = 0
+        while lead < len(judges) and (judge := judges[lead]) is not None and judge.keeps:
+            lead += 1
+        end = lead
+        tiers = 0
+        while end < len(judges) and (judge := judges[end]) is not None:
+            tiers += judge.tier is not None
+            if tiers > 1:  # two reorderings in one run: stop the run before the second
+                break
+            end += 1
+        if end - lead >= 2:  # one step alone is as fast as it is
+            self._lead, self._after = lead, end
+            self._fused = _Fused(self.steps[lead:end])
 
     def apply(
         self, candidates: Sequence[str], view: UserView, trace: list[TraceStep] | None = None
     ) -> list[str]:
-        """Run every step, then the hard guards. Appends one TraceStep per step to `trace`."""
-        items = list(candidates)
+        """Run every step, then the hard guards. Appends one TraceStep per step to `trace`.
+
+        Without a trace, a run of steps that judge each item on its own is applied in one
+        pass (`_Fused`): same items, same order, same drops counted to the same step.
+        """
+        fused = self._fused
+        if fused is None or trace is not None or view.dropped is not None:
+            return self._apply_steps(self.steps, list(candidates), view, trace)
         counts = self.dropped_by_step
-        for name, fn in self.steps:
+        items = self._apply_steps(self.steps[: self._lead], list(candidates), view, None, False)
+        items = fused.apply(items, view, counts)
+        return self._apply_steps(self.steps[self._after :], items, view, None)
+
+    def _apply_steps(
+        self,
+        steps: list[tuple[str, StepFn]],
+        items: list[str],
+        view: UserView,
+        trace: list[TraceStep] | None,
+        guard: bool = True,
+    ) -> list[str]:
+        counts = self.dropped_by_step
+        for name, fn in steps:
             before = len(items)
             items = fn(items, view)
             if len(items) != before:
                 counts[name] = counts.get(name, 0) + before - len(items)
             if trace is not None:
                 trace.append(self._trace_step(name, before, items, view))
-        return self._guard(items, view, trace)
+        return self._guard(items, view, trace) if guard else items
 
     def _guard(self, items: list[str], view: UserView, trace: list[TraceStep] | None) -> list[str]:
         before = len(items)
@@ -556,6 +636,75 @@ class BoundRules:
         if view.dropped is not None:
             view.dropped.clear()
         return TraceStep(step=name, dropped=dropped, note=f"{before} -> {len(items)} items")
+
+
+class _Fused:
+    """A run of steps that each judge an item on its own (`PerItem`), applied in one pass.
+
+    Why by hand: applied one after the other, seven such steps cost ~30 µs per user on ~17
+    candidates (a list, a comprehension and a count each); judged together, one dictionary
+    look-up per candidate. The verdict on an item depends only on the user's profile (the
+    steps' `PerItem.profile`), so it is worked out once per (profile, item), by running the
+    steps themselves on that item alone, and remembered. ``completed`` is per user and is
+    checked on every call. An item dropped is counted to the first step that drops it, as the
+    steps one after the other would; the kept items keep their order, split in two tiers when
+    the run holds ``locale``.
+    """
+
+    __slots__ = ("_completed_at", "_judges", "_names", "_steps", "_tier", "_verdicts")
+
+    def __init__(self, steps: list[tuple[str, StepFn]]) -> None:
+        judges = [per_item(fn) for _, fn in steps]
+        assert all(j is not None for j in judges), "only steps that judge each item alone"
+        self._steps = steps
+        self._names = [name for name, _ in steps]
+        self._judges = [j for j in judges if j is not None]
+        at = [k for k, j in enumerate(self._judges) if j.uses_completed]
+        self._completed_at = at[0] if at else -1
+        self._tier = next((j.tier for j in self._judges if j.tier is not None), None)
+        self._verdicts: dict[tuple[Hashable, ...], dict[str, tuple[int, int]]] = {}
+
+    def apply(self, items: Sequence[str], view: UserView, counts: dict[str, int]) -> list[str]:
+        profile = tuple([j.profile(view) for j in self._judges])
+        verdicts = self._verdicts.get(profile)
+        if verdicts is None:
+            verdicts = self._verdicts[profile] = {}
+        at = self._completed_at
+        done = view.completed if at >= 0 else _NOTHING
+        first: list[str] = []
+        second: list[str] = []
+        dropped: list[int] | None = None
+        for i in items:
+            verdict = verdicts.get(i)
+            if verdict is None:
+                verdict = verdicts[i] = self._judge(i, view)
+            step, tier = verdict
+            if done and (step < 0 or step > at) and i in done:
+                step = at
+            if step >= 0:
+                if dropped is None:
+                    dropped = [0] * len(self._names)
+                dropped[step] += 1
+            elif tier:
+                second.append(i)
+            else:
+                first.append(i)
+        if dropped is not None:
+            for name, n in zip(self._names, dropped, strict=True):
+                if n:
+                    counts[name] = counts.get(name, 0) + n
+        return first + second if second else first
+
+    def _judge(self, item: str, view: UserView) -> tuple[int, int]:
+        """(index of the first step that drops `item`, or -1; its tier)."""
+        alone = [item]
+        for k, (_, fn) in enumerate(self._steps):
+            if not self._judges[k].uses_completed and not fn(alone, view):
+                return k, 0
+        return -1, (self._tier(item, view) if self._tier is not None else 0)
+
+
+_NOTHING: frozenset[str] = frozenset()
 
 
 # ----------------------------------------------------------------------------- loading

@@ -106,6 +106,27 @@ def test_truncated_gzip_is_an_input_error(tmp_path: Path) -> None:
         read(tmp_path)
 
 
+def test_corrupt_deflate_data_is_an_input_error(tmp_path: Path) -> None:
+    # A bad deflate block raises the inflater's own error (not an OSError): it must still end
+    # as an InputError naming the part and the line, never a traceback.
+    data = bytearray(gzip.compress(b"".join(line(f"u{i}", ["i1"]) for i in range(2000))))
+    data[20:24] = b"xxxx"  # inside the first deflate block: "invalid ... block"
+    (tmp_path / "x.out.gz").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"x\.out\.gz:\d+.*cannot read"):
+        read(tmp_path)
+
+
+def test_a_gzip_part_is_closed_with_its_file(tmp_path: Path) -> None:
+    from calm_mail.inputs.sources import open_source
+
+    (tmp_path / "x.out.gz").write_bytes(gzip.compress(line("a", ["i1"])))
+    stream = open_source(str(tmp_path / "x.out.gz"))
+    under = stream._file  # type: ignore[attr-defined]
+    assert stream.readline().startswith(b'{"input"')
+    stream.close()
+    assert under.closed
+
+
 def test_no_parts_and_no_folder_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no Personalize output"):
         read(tmp_path)
