@@ -82,6 +82,12 @@ class Eligibility:
 
         `last_sent` (this user's last email of the campaign) overrides the edition-wide date.
         """
+        return self.own_reason(user) or self.ledger_reason(user, last_sent)
+
+    def own_reason(self, user: User) -> str | None:
+        """The first rule the user's own row fails (opt-in, status, locale, activity, address,
+        kids profile), or None. It needs nothing from the ledger, so the planner works it out
+        first and asks the ledger only about the users who pass."""
         if not user.email_opt_in:
             return NO_OPT_IN
         if user.subscription_status not in self._statuses:
@@ -94,13 +100,16 @@ class Eligibility:
             return BAD_EMAIL
         if user.is_kids_profile:
             return KIDS_PROFILE
+        return None
+
+    def ledger_reason(self, user: User, last_sent: date | None = None) -> str | None:
+        """The rules that need the ledger: suppressed, or mailed too recently; else None."""
         if user.email.lower() in self._suppressed:
             return SUPPRESSED
         last = last_sent or self._last_sent
         if last is not None and self._send_date - last < self._gap:
             return RECENTLY_MAILED
         return None
-
 
 def check(
     user: User,

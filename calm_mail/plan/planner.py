@@ -492,9 +492,11 @@ def _context(
     from calm_mail.inputs import iter_completions, read_editorial
 
     audience = inputs.audience
-    suppressed = store.suppressed(u.email for u in audience.values())
+    # The users' own rows first; the ledger is asked only about the users who pass them
     probe = Eligibility(campaign, ed, now=edition_instant(ed), suppressed=frozenset())
-    eligible = [u for u, user in audience.items() if probe.reason(user) is None]
+    own = {u: probe.own_reason(user) for u, user in audience.items()}
+    eligible = [u for u, reason in own.items() if reason is None]
+    suppressed = store.suppressed(audience[u].email for u in eligible)
     sticky: dict[str, str] = {}
     for start in range(0, len(eligible), STICKY_CHUNK):
         sticky.update(
@@ -504,7 +506,7 @@ def _context(
         campaign.input_path("editorial", ed), ed.key, known_items=inputs.catalog
     )
     history = iter_completions(campaign.input_path("history", ed), skips=inputs.skips["history"])
-    return build_context(
+    ctx = build_context(
         campaign,
         ed,
         catalog=inputs.catalog,
@@ -516,6 +518,8 @@ def _context(
         rules=rules,
         users=audience.keys(),
     )
+    ctx.reasons.update((u, reason) for u, reason in own.items() if reason is not None)
+    return ctx
 
 
 def _last_sent(store: Any, campaign: Campaign, ed: Edition) -> date | None:
@@ -565,9 +569,12 @@ def _wanting_items(ctx: PlanContext, audience: Mapping[str, User]) -> set[str]:
     source is Personalize. Only their lines' items are read (see `iter_recommendations`)."""
     wanted = set()
     personalize = ContentSource.PERSONALIZE
-    reasons = ctx.reasons
+    reasons = ctx.reasons  # holds the users whose own row already failed (`_context`)
+    ledger_reason = ctx.eligibility.ledger_reason
     for user_id, user in audience.items():
-        reason = reasons[user_id] = ctx.eligibility.reason(user)
+        if user_id in reasons:
+            continue
+        reason = reasons[user_id] = ledger_reason(user)
         if reason is None:
             arm, _ = ctx.arm(user_id)
             if user_id not in ctx.sticky:

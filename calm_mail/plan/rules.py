@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -588,7 +588,10 @@ class BoundRules:
         if fused is None or trace is not None or view.dropped is not None:
             return self._apply_steps(self.steps, list(candidates), view, trace)
         counts = self.dropped_by_step
-        items = self._apply_steps(self.steps[: self._lead], list(candidates), view, None, False)
+        # The leading set filters (`PerItem.keeps`) read any sequence and always build a new
+        # list: 500 Personalize candidates need no copy first.
+        first = cast(list[str], candidates) if self._lead else list(candidates)
+        items = self._apply_steps(self.steps[: self._lead], first, view, None, False)
         items = fused.apply(items, view, counts)
         return self._apply_steps(self.steps[self._after :], items, view, None)
 
