@@ -111,6 +111,7 @@ class Eligibility:
             return RECENTLY_MAILED
         return None
 
+
 def check(
     user: User,
     campaign: Campaign,
