@@ -395,7 +395,11 @@ def _roll_up(params: NoParams, data: EditionData) -> StepFn:
                     trace.append((i, f"collection {cid} is already in this email"))
                 continue
             seen.add(cid)
-            rep = next((p for p in parts[cid] if p not in view.completed), None)
+            done = view.completed
+            if not done:  # most users: no generator needed for the first part
+                rep: str | None = parts[cid][0]
+            else:
+                rep = next((p for p in parts[cid] if p not in done), None)
             if rep is None:
                 if trace is not None:
                     trace.append((i, f"collection {cid}: every part completed"))
