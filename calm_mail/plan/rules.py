@@ -620,7 +620,7 @@ class BoundRules:
     def _guard(self, items: list[str], view: UserView, trace: list[TraceStep] | None) -> list[str]:
         before = len(items)
         kept = list(dict.fromkeys(items))
-        if not view.user.is_kids_profile:
+        if not view.user.is_kids_profile and not self.kids.isdisjoint(kept):
             kept = [i for i in kept if i not in self.kids]
         if len(kept) > self.max_items:
             kept = kept[: self.max_items]

@@ -94,10 +94,11 @@ class PlanSummary:
 class _ArmTally:
     users: int = 0
     fallback: int = 0
-    items: int = 0
-    new_items: int = 0
-    kids_leaks: int = 0
-    types: Counter[str] = field(default_factory=Counter)
+    # How often each item was planned, for adult and for kids profiles: one C-level
+    # `Counter.update` per delivery; types, new share and kids leaks are worked out once at the
+    # end from the catalog's facts (see `Tally.summary`)
+    adult_items: Counter[str] = field(default_factory=Counter)
+    kids_items: Counter[str] = field(default_factory=Counter)
 
 
 class Tally:
@@ -111,7 +112,7 @@ class Tally:
         kids: Container[str],
     ) -> None:
         self.arm_sources = dict(arms)
-        # (content type, new?, kids?) per item, so counting a delivery is one look-up per item
+        # (content type, new?, kids?) per item, for the summary
         self._facts = {i: (it.content_type, i in new, i in kids) for i, it in catalog.items()}
         self.arms = {name: _ArmTally() for name in arms}
         self.excluded: Counter[str] = Counter()
@@ -124,13 +125,7 @@ class Tally:
         arm = self.arms[outcome.arm]
         arm.users += 1
         arm.fallback += outcome.fallback
-        arm.items += len(outcome.item_ids)
-        facts = self._facts
-        for i in outcome.item_ids:
-            content_type, is_new, is_kids = facts[i]
-            arm.types[content_type] += 1
-            arm.new_items += is_new
-            arm.kids_leaks += adult and is_kids
+        (arm.adult_items if adult else arm.kids_items).update(outcome.item_ids)
 
     def summary(
         self,
@@ -171,15 +166,24 @@ class Tally:
         )
 
     def _arm(self, name: str, t: _ArmTally) -> ArmSummary:
+        types: Counter[str] = Counter()
+        items = new_items = kids_leaks = 0
+        for counts, adult in ((t.adult_items, True), (t.kids_items, False)):
+            for i, n in counts.items():
+                content_type, is_new, is_kids = self._facts[i]
+                types[content_type] += n
+                items += n
+                new_items += n if is_new else 0
+                kids_leaks += n if adult and is_kids else 0
         return ArmSummary(
             arm=name,
             source=self.arm_sources[name],
             users=t.users,
             fallback=t.fallback,
-            items_mean=t.items / t.users if t.users else 0.0,
-            type_mix=dict(sorted(t.types.items())),
-            new_share=t.new_items / t.items if t.items else 0.0,
-            kids_leaks=t.kids_leaks,
+            items_mean=items / t.users if t.users else 0.0,
+            type_mix=dict(sorted(types.items())),
+            new_share=new_items / items if items else 0.0,
+            kids_leaks=kids_leaks,
         )
 
 
