@@ -226,9 +226,11 @@ def check_coverage(
     if not eligible:
         return "nobody is eligible"
     prefix = campaign.input_path("recommendations", edition)
+    # Coverage as the planner counts it: a user's first well-formed line, whatever its items
+    # (their check is the plan's); structure only, so no line's 500 ids become strings
     covered = {
         rec.user_id
-        for rec in iter_recommendations(prefix, skips=SkipCounter())
+        for rec in iter_recommendations(prefix, skips=SkipCounter(), wanted=(), scores=False)
         if rec.user_id in eligible
     }
     share = len(covered) / len(eligible)

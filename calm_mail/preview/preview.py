@@ -382,8 +382,15 @@ class EditionPreview:
         from calm_mail.inputs import iter_recommendations
 
         prefix = self.campaign.input_path("recommendations", self.edition)
+        # Read as the planner reads: only this user's items become strings (other lines are
+        # checked for structure only; measured on the bench's 200k x 500, 16.4 -> 4.7 s CPU for
+        # the last user, against a full read), and no scores
         for rec in iter_recommendations(
-            prefix, skips=SkipCounter(), known_items=self.catalog.keys()
+            prefix,
+            skips=SkipCounter(),
+            known_items=self.catalog.keys(),
+            wanted=frozenset({user_id}),
+            scores=False,
         ):
             if rec.user_id == user_id:
                 return rec
