@@ -558,16 +558,18 @@ class BoundRules:
     dropped_by_step: dict[str, int] = field(default_factory=dict)
     guard_hits: int = 0  # items the hard guards removed after the steps (should stay 0)
     # The untraced path: leading set filters, a run of per-item steps judged together, the rest
-    _lead: int = field(init=False, default=0)
+    _lead: list[tuple[str, StepFn]] = field(init=False, default_factory=list)
     _fused: _Fused | None = field(init=False, default=None)
-    _after: int = field(init=False, default=0)
+    _after: list[tuple[str, StepFn]] = field(init=False, default_factory=list)
 
     GUARD: ClassVar[str] = "guard"
 
     def __post_init__(self) -> None:
         judges = [per_item(fn) for _, fn in self.steps]
         lead = 0
-        while lead < len(judges) and (judge := judges[lead]) is not None and judge.keeps:
+        while (
+            lead < len(judges) and (judge := judges[lead]) is not None and judge.keeps is not None
+        ):
             lead += 1
         end = lead
         tiers = 0
@@ -577,7 +579,7 @@ class BoundRules:
                 break
             end += 1
         if end - lead >= 2:  # one step alone is as fast as it is
-            self._lead, self._after = lead, end
+            self._lead, self._after = self.steps[:lead], self.steps[end:]
             self._fused = _Fused(self.steps[lead:end])
 
     def apply(
@@ -595,9 +597,9 @@ class BoundRules:
         # The leading set filters (`PerItem.keeps`) read any sequence and always build a new
         # list: 500 Personalize candidates need no copy first.
         first = cast(list[str], candidates) if self._lead else list(candidates)
-        items = self._apply_steps(self.steps[: self._lead], first, view, None, False)
+        items = self._apply_steps(self._lead, first, view, None, False)
         items = fused.apply(items, view, counts)
-        return self._apply_steps(self.steps[self._after :], items, view, None)
+        return self._apply_steps(self._after, items, view, None)
 
     def _apply_steps(
         self,
