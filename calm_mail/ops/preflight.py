@@ -93,6 +93,9 @@ class PlanLike(Protocol):
     @property
     def summary(self) -> Any: ...
 
+    @property
+    def personalize_covered(self) -> int | None: ...
+
 
 class PreflightLedger(Protocol):
     def ensure_edition(self, campaign: str, edition: str, *, experiment: str) -> Any: ...
@@ -133,7 +136,13 @@ def preflight(
     ]
     if plan is not None:
         checks.insert(
-            2, ("personalize_coverage", lambda: check_coverage(campaign, edition, deliveries or []))
+            2,
+            (
+                "personalize_coverage",
+                lambda: check_coverage(
+                    campaign, edition, deliveries or [], covered=plan.personalize_covered
+                ),
+            ),
         )
         checks.insert(5, ("srm", lambda: check_srm(campaign, plan, deliveries or [])))
     results = [_run(name, fn, skip) for name, fn in checks]
@@ -216,26 +225,25 @@ def check_fresh(campaign: Campaign, edition: Edition, now: datetime) -> str:
 
 
 def check_coverage(
-    campaign: Campaign, edition: Edition, deliveries: Sequence[PlannedDelivery]
+    campaign: Campaign,
+    edition: Edition,
+    deliveries: Sequence[PlannedDelivery],
+    *,
+    covered: int | None = None,
 ) -> str:
-    """The share of the eligible audience (the plan's users) with a Personalize line."""
-    from calm_mail.inputs import iter_recommendations
-    from calm_mail.records import SkipCounter
+    """The share of the eligible audience (the plan's users) with a Personalize line.
 
+    `covered` is the plan's own count (`PlanResult.personalize_covered`), so the output is not
+    read a second time; without it, each line's structure is read here.
+    """
     eligible = {d.user_id for d in deliveries}
     if not eligible:
         return "nobody is eligible"
-    prefix = campaign.input_path("recommendations", edition)
-    # Coverage as the planner counts it: a user's first well-formed line, whatever its items
-    # (their check is the plan's); structure only, so no line's 500 ids become strings
-    covered = {
-        rec.user_id
-        for rec in iter_recommendations(prefix, skips=SkipCounter(), wanted=(), scores=False)
-        if rec.user_id in eligible
-    }
-    share = len(covered) / len(eligible)
+    if covered is None:
+        covered = _covered(campaign, edition, eligible)
+    share = covered / len(eligible)
     detail = (
-        f"the Personalize output covers {len(covered):,} of {len(eligible):,} eligible users "
+        f"the Personalize output covers {covered:,} of {len(eligible):,} eligible users "
         f"({share:.1%})"
     )
     if share < campaign.inputs.min_coverage:
@@ -244,6 +252,17 @@ def check_coverage(
             "the batch job run on the whole audience?"
         )
     return detail
+
+
+def _covered(campaign: Campaign, edition: Edition, eligible: set[str]) -> int:
+    """How many `eligible` users have a well-formed Personalize line (structure only: no
+    line's 500 ids become strings)."""
+    from calm_mail.inputs import iter_recommendations
+    from calm_mail.records import SkipCounter
+
+    prefix = campaign.input_path("recommendations", edition)
+    lines = iter_recommendations(prefix, skips=SkipCounter(), wanted=(), scores=False)
+    return len({rec.user_id for rec in lines if rec.user_id in eligible})
 
 
 def check_editorial(

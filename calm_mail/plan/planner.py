@@ -118,7 +118,7 @@ class PlanContext:
     timer: SendTimer
     catalog: Mapping[str, Item]
     new: frozenset[str]
-    # Worked out ahead for the users the reader needs (`_wanting_items`), asked again per user
+    # Worked out ahead for every user of the plan (`_decide_ahead`), asked again per user
     hashed: dict[str, str] = field(default_factory=dict)  # user -> hash arm
     reasons: dict[str, str | None] = field(default_factory=dict)  # user -> ineligibility
 
@@ -352,6 +352,9 @@ class PlanResult:
     summary: PlanSummary
     catalog: Mapping[str, Item]
     traces: Mapping[str, UserTrace] = field(default_factory=dict)
+    # Planned users (holdout included) with a usable Personalize line, as the planner read it;
+    # None when no arm reads Personalize (pre-flight's coverage check reads it then)
+    personalize_covered: int | None = None
 
     def explain(self, user_id: str) -> UserTrace:
         trace = self.traces.get(user_id)
@@ -416,7 +419,7 @@ def _plan_edition(
         kids_items(inputs.catalog),
     )
     tally.audience = len(inputs.audience)
-    outcomes, traces = _plan_all(campaign, ed, inputs, ctx, tally, traced)
+    outcomes, traces, covered = _plan_all(campaign, ed, inputs, ctx, tally, traced)
     deliveries = sorted(
         (o for o in outcomes if isinstance(o, PlannedDelivery)), key=attrgetter("user_id")
     )
@@ -452,6 +455,9 @@ def _plan_edition(
         summary=summary,
         catalog=inputs.catalog,
         traces=traces,
+        personalize_covered=(
+            None if covered is None else sum(1 for d in deliveries if d.user_id in covered)
+        ),
     )
 
 
@@ -536,8 +542,9 @@ def _plan_all(
     ctx: PlanContext,
     tally: Tally,
     traced: set[str],
-) -> tuple[list[PlannedDelivery | Exclusion], dict[str, UserTrace]]:
-    """Plan users with a Personalize line as it streams past, then everyone else."""
+) -> tuple[list[PlannedDelivery | Exclusion], dict[str, UserTrace], set[str] | None]:
+    """Plan users with a Personalize line as it streams past, then everyone else. Also
+    returns the users with a usable line (None when no arm reads Personalize)."""
     outcomes: list[PlannedDelivery | Exclusion] = []
     traces: dict[str, UserTrace] = {}
     audience = inputs.audience
@@ -550,8 +557,9 @@ def _plan_all(
         if trace is not None:
             traces[user.user_id] = trace
 
-    if any(a.source is ContentSource.PERSONALIZE for a in campaign.experiment.arms):
-        wanted = _wanting_items(ctx, audience)
+    wanted = _decide_ahead(ctx, audience)
+    reads_personalize = any(a.source is ContentSource.PERSONALIZE for a in campaign.experiment.arms)
+    if reads_personalize:
         for rec in _recommendations(campaign, ed, inputs, wanted):
             user = audience.get(rec.user_id)
             if user is not None and rec.user_id not in done:
@@ -561,12 +569,13 @@ def _plan_all(
     for user_id, user in audience.items():
         if user_id not in done:
             plan(user, None)
-    return outcomes, traces
+    return outcomes, traces, done if reads_personalize else None
 
 
-def _wanting_items(ctx: PlanContext, audience: Mapping[str, User]) -> set[str]:
-    """The users whose email is built from their Personalize line: eligible, in an arm whose
-    source is Personalize. Only their lines' items are read (see `iter_recommendations`)."""
+def _decide_ahead(ctx: PlanContext, audience: Mapping[str, User]) -> set[str]:
+    """Work out every user's eligibility and hash arm once (`plan_user` asks `ctx` again), and
+    return the users whose email is built from their Personalize line: eligible, in an arm
+    whose source is Personalize. Only their lines' items are read (`iter_recommendations`)."""
     wanted = set()
     personalize = ContentSource.PERSONALIZE
     reasons = ctx.reasons  # holds the users whose own row already failed (`_context`)

@@ -650,14 +650,15 @@ class BoundRules:
 class _Fused:
     """A run of steps that each judge an item on its own (`PerItem`), applied in one pass.
 
-    Why by hand: applied one after the other, seven such steps cost ~30 µs per user on ~17
-    candidates (a list, a comprehension and a count each); judged together, one dictionary
-    look-up per candidate. The verdict on an item depends only on the user's profile (the
-    steps' `PerItem.profile`), so it is worked out once per (profile, item), by running the
-    steps themselves on that item alone, and remembered. ``completed`` is per user and is
-    checked on every call. An item dropped is counted to the first step that drops it, as the
-    steps one after the other would; the kept items keep their order, split in two tiers when
-    the run holds ``locale``.
+    Why by hand: applied one after the other, each such step builds a list and counts it;
+    judged together, one dictionary look-up per candidate (measured on the bench's Personalize
+    users, ~17 candidates after only_new: the whole shipped rule set 30.3 -> 27.9 µs). The
+    verdict on an item depends only on the user's profile (the steps' `PerItem.profile`), so
+    it is worked out once per (profile, item), by running the steps themselves on that item
+    alone, and remembered. ``completed`` is per user and is checked on every call. An item
+    dropped is counted to the first step that drops it, as the steps one after the other
+    would; the kept items keep their order, split in two tiers when the run
+    holds ``locale``.
     """
 
     __slots__ = ("_completed_at", "_judges", "_names", "_steps", "_tier", "_verdicts")

@@ -891,38 +891,29 @@ class Ledger:
             ).rowcount
             if inserted == 1:
                 return True
-            taken = conn.execute(
-                sa.update(t)
-                .where(t.c.name == name, sa.or_(t.c.holder == holder, t.c.expires_at <= now))
-                .values(holder=holder, expires_at=expires)
-            ).rowcount
-        return taken == 1
+            return _set_lock(
+                conn,
+                name,
+                sa.or_(t.c.holder == holder, t.c.expires_at <= now),
+                holder=holder,
+                expires_at=expires,
+            )
 
     def take_over_lock(self, name: str, previous: str, holder: str, ttl_s: float) -> bool:
         """Take the lease `name` from `previous`, a holder known to be dead (its process is
         gone, or PostgreSQL's advisory lock proves no live holder). Compare-and-set: False if
         someone else took it meanwhile."""
-        t = schema.locks
         expires = self.clock() + timedelta(seconds=ttl_s)
         with self._write() as conn:
-            taken = conn.execute(
-                sa.update(t)
-                .where(t.c.name == name, t.c.holder == previous)
-                .values(holder=holder, expires_at=expires)
-            ).rowcount
-        return taken == 1
+            return _set_lock(
+                conn, name, schema.locks.c.holder == previous, holder=holder, expires_at=expires
+            )
 
     def renew_lock(self, name: str, holder: str, ttl_s: float) -> bool:
         """Extend our lease; False when someone else holds it now (ours expired and was taken)."""
-        t = schema.locks
         expires = self.clock() + timedelta(seconds=ttl_s)
         with self._write() as conn:
-            result = conn.execute(
-                sa.update(t)
-                .where(t.c.name == name, t.c.holder == holder)
-                .values(expires_at=expires)
-            )
-        return result.rowcount == 1
+            return _set_lock(conn, name, schema.locks.c.holder == holder, expires_at=expires)
 
     def release_lock(self, name: str, holder: str) -> None:
         """Give the lease back (only if it is still ours)."""
@@ -1065,6 +1056,14 @@ def _event(row: sa.Row[Any]) -> Event:
         reason=row.reason,
         raw=row.raw,
     )
+
+
+def _set_lock(conn: Any, name: str, condition: Any, **values: Any) -> bool:
+    """Compare-and-set on the lease `name`: update it only where `condition` holds; True when
+    it did (acquire, take over and renew differ only in the condition and the values)."""
+    t = schema.locks
+    result = conn.execute(sa.update(t).where(t.c.name == name, condition).values(**values))
+    return bool(result.rowcount == 1)
 
 
 __all__ = [

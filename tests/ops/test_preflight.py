@@ -122,6 +122,7 @@ class _Summary:
 class _Plan:
     deliveries: tuple[PlannedDelivery, ...]
     summary: _Summary
+    personalize_covered: int | None = None  # not counted: pre-flight reads the output
 
 
 def _delivery(n: int, arm: str, send_at: datetime) -> PlannedDelivery:

@@ -211,6 +211,26 @@ def test_plan_is_byte_identical_and_complete(root: Path) -> None:
     assert "personalized" in text.getvalue() and "kids content to adults: 0" in text.getvalue()
 
 
+def test_the_plan_counts_personalize_coverage_as_preflight_reads_it(root: Path) -> None:
+    # Pre-flight takes the plan's count instead of reading the output a second time.
+    from calm_mail.ops.preflight import _covered, check_coverage
+
+    camp = e2e(root, "winddown_abc")
+    result = plan_edition(camp, EDITION, store=MemoryStore(), now=NOW, record=False)
+    eligible = {d.user_id for d in result.deliveries}
+    assert result.personalize_covered == _covered(camp, EDITION, eligible)
+    assert result.personalize_covered is not None
+    assert 0 < result.personalize_covered < len(eligible)  # the data leaves some users out
+    detail = f"covers {result.personalize_covered:,} of {len(eligible):,} eligible users"
+    shown = check_coverage(
+        e2e(root, "winddown_abc", inputs={"min_coverage": 0.0}),
+        EDITION,
+        result.deliveries,
+        covered=result.personalize_covered,
+    )
+    assert detail in shown
+
+
 def test_unknown_items_are_counted_where_items_are_read_and_the_summary_says_so(
     root: Path,
 ) -> None:
