@@ -8,11 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+import simdjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calm_mail.errors import InputError
 from calm_mail.inputs import check_recommendation_quality, iter_recommendations
+from calm_mail.inputs.personalize import _line, _shape_user
 from calm_mail.records import SkipCounter
 
 KNOWN = frozenset({"i1", "i2", "i3"})
@@ -353,3 +355,72 @@ def test_item_problems_found_on_part_of_the_lines_are_rated_over_that_part() -> 
     skips.merge(other)
     assert skips.items_checked == 60 and skips.total == 150
     assert skips.share() == pytest.approx(5 / 150 + 3 / 60)
+
+
+# --------------------------------------------------------------------------- the usual shape
+
+_FRAGMENTS = st.sampled_from(
+    [b" ", b'"error":"x",', b'"error":null,', b',"error":1', b"\\", b'"', b"}", b"{", b"]",
+     b"[", b"\r", b"\n", b"\x01", "é".encode(), b'"userId":"z",', b"null", b'""', b"\\u0041"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    user=st.text(max_size=6),
+    items=st.lists(st.sampled_from(["i1", "i2", "zz"]), max_size=3),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), _FRAGMENTS), max_size=3),
+)
+def test_a_line_taken_by_its_shape_is_one_the_full_parse_finds_well_formed(
+    user: str, items: list[str], cuts: list[tuple[int, bytes]]
+) -> None:
+    raw = line(user, items)
+    for at, fragment in cuts:  # mostly where JSON has a seam: after { [ , : and before } ]
+        seams = [k + 1 for k, c in enumerate(raw) if c in b"{[,:"]
+        seams += [k for k, c in enumerate(raw) if c in b"}]"]
+        at = seams[at % len(seams)] if at % 4 else at % len(raw)
+        raw = raw[:at] + fragment + raw[at:]
+    user_id = _shape_user(raw)
+    reason, rec, parsed_user = _line(simdjson.Parser(), raw, None, False, frozenset())
+    plain = user.isascii() and user.isprintable() and not set(user) & {'"', "\\"}
+    if not cuts and items and user and plain:
+        assert user_id == user  # Personalize's own lines take the fast path
+    if user_id is None or reason == "bad_json":
+        return  # another shape (parsed in full), or the documented gap: a broken middle
+    assert reason is None and rec is not None and rec.unread
+    assert parsed_user == user_id
+
+
+def test_lines_of_users_no_email_reads_are_checked_for_shape_only(tmp_path: Path) -> None:
+    broken = line("u2", ["i1"]).replace(b'"i1"', b'"i1" junk')
+    path = tmp_path / "x.out"
+    path.write_bytes(line("u1", ["i2"]) + broken + line("u3", ["i3"]).replace(b"null", b'"x"'))
+    recs, skips = read(path, known_items=KNOWN, wanted={"u1"})
+    assert [(r.user_id, r.unread) for r in recs] == [("u1", False), ("u2", True)]
+    assert dict(skips.counts) == {"error_line": 1}  # another shape: read in full
+    recs, skips = read(path, known_items=KNOWN, wanted={"u2"})  # its email reads it: parsed
+    assert [(r.user_id, r.unread) for r in recs] == [("u1", True)]
+    assert dict(skips.counts) == {"bad_json": 1, "error_line": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "taken"),
+    [
+        (line("u1", ["i1"]), "u1"),
+        (line("u1", ["i1"]).replace(b"\n", b"\r\n"), "u1"),
+        (line("u1", ["i1"]).rstrip(), "u1"),  # the last line of a part may lack its newline
+        (line("u1", ["i1"]).replace(b',"error"', b',"error":"x","z":{},"error"'), None),
+        (line("u1", ["i1"]).replace(b'"]', b'"],"error":"x"'), None),  # in output: parsed
+        (line("u1", ["i1"]).replace(b"}\n", b"} \n"), None),
+        (line("u1", []), None),
+        (line("", ["i1"]), None),
+        (line("é", ["i1"]), None),
+        (line("u1", ["i1"]).replace(b'"u1"', b'"u\\u0031"'), None),
+        (line("u1", ["i1"]).replace(b'"u1"', b"1"), None),
+    ],
+)
+def test_the_usual_shape_is_exactly_that(raw: bytes, taken: str | None) -> None:
+    assert _shape_user(raw) == taken
+    reason, _, user = _line(simdjson.Parser(), raw, None, False, frozenset())
+    if taken is not None:  # the full parse agrees
+        assert (reason, user) == (None, taken)

@@ -353,3 +353,30 @@ def test_reading_only_the_wanted_users_items_plans_exactly_as_a_full_read(
     skips = result.summary.skips["recommendations"]
     personalized = sum(1 for d in result.deliveries if d.source is ContentSource.PERSONALIZE)
     assert personalized > 0 and skips["items_checked"] < skips["total"]
+
+
+def test_a_plan_makes_no_reference_cycles_per_user(tmp_path: Path) -> None:
+    """`plan_edition` runs with the cyclic collector paused (`collector.paused`); that is only
+    safe while the cyclic garbage of a plan does not grow with its audience."""
+    import gc
+
+    from calm_mail.bench.data import bench_campaign
+    from calm_mail.edition import Edition
+    from calm_mail.inputs.generate import generate
+
+    ed = Edition.parse("2026-W48")
+    garbage = []
+    for users in (300, 1200):
+        folder = tmp_path / str(users)
+        generate(folder, users=users, seed=5, edition=ed.key, recs=60, parts=2)
+        campaign = bench_campaign(REPO, folder)
+        gc.collect()
+        gc.disable()
+        try:
+            result = plan_edition(campaign, ed, store=MemoryStore(), now=NOW, record=False)
+            assert gc.isenabled() is False  # paused() leaves a disabled collector disabled
+        finally:
+            gc.enable()
+        garbage.append(gc.collect())
+        assert len(result.deliveries) > users // 2
+    assert garbage[1] <= garbage[0] + 50, garbage  # 900 more users: no more cycles
