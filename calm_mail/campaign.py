@@ -82,6 +82,9 @@ class Inputs(_Model):
     editorial: _InputPath
     history: _InputPath
     max_bad_share: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # Of the recommended item ids read, the share the catalog may miss (retired content is
+    # dropped and counted); above it the catalog and the output do not belong together.
+    max_unknown_item_share: Annotated[float, Field(ge=0, le=1)] = 0.1
     min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.5
     max_age_days: Annotated[int, Field(ge=1)] = 7
 

@@ -140,6 +140,10 @@ class SkipCounter:
     total: int = 0
     keep: int = 5
     items_checked: int | None = None
+    # Item ids checked against the catalog, and those it did not know (dropped), with the
+    # number of rows each was dropped from. A row that keeps one known id is not skipped.
+    items_read: int = 0
+    unknown_ids: Counter[str] = field(default_factory=Counter)
 
     def add(self, reason: str, where: str) -> None:
         self.counts[reason] += 1
@@ -175,6 +179,8 @@ class SkipCounter:
             theirs = other.total if other.items_checked is None else other.items_checked
             self.items_checked = mine + theirs
         self.total += other.total
+        self.items_read += other.items_read
+        self.unknown_ids.update(other.unknown_ids)
         for reason, n in other.counts.items():
             self.counts[reason] += n
             places = self.examples.setdefault(reason, [])
@@ -188,11 +194,32 @@ class SkipCounter:
         }
         if self.items_checked is not None:
             out["items_checked"] = self.items_checked
+        if self.items_read:
+            out["items_read"] = self.items_read
+        if self.unknown_ids:
+            out["unknown_items_dropped"] = self.unknown_dropped
+            out["unknown_ids"] = dict(self.top_unknown(UNKNOWN_IDS_SHOWN))
+            out["unknown_ids_distinct"] = len(self.unknown_ids)
         return out
+
+    @property
+    def unknown_dropped(self) -> int:
+        """Item ids dropped because the catalog did not know them."""
+        return sum(self.unknown_ids.values())
+
+    def unknown_share(self) -> float:
+        """The share of the item ids read that the catalog did not know."""
+        return self.unknown_dropped / self.items_read if self.items_read else 0.0
+
+    def top_unknown(self, n: int) -> list[tuple[str, int]]:
+        """The `n` unknown ids dropped from the most rows (ties by id: the same every run)."""
+        return sorted(self.unknown_ids.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
 #: Skip reasons about a Personalize line's item ids (see `SkipCounter.items_checked`).
 ITEM_REASONS = ("bad_items", "unknown_items")
+#: How many of the unknown item ids a summary names.
+UNKNOWN_IDS_SHOWN = 10
 
 
 # --------------------------------------------------------------------------- plan

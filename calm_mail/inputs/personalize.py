@@ -29,8 +29,8 @@ never stops the run:
 ``empty_output``     ``recommendedItems`` is empty
 ``missing_user_id``  ``input.userId`` is missing or empty
 ``bad_items``        an item id is not a string (only checked without ``known_items``)
-``unknown_items``    some item ids are not in the catalog: they are dropped, and the line too
-                     if none is left
+``unknown_items``    no item id is in the catalog (a line that keeps one known id is used, and
+                     the ids dropped from it are counted apart: ``SkipCounter.unknown_ids``)
 ``duplicate_user``   a user already seen in an earlier well-formed line or part: the first line
                      wins, even when none of its items could be used
 
@@ -39,7 +39,9 @@ counter's ``items_checked`` says how many those were, and the bad share rates th
 JSON that simdjson refuses and orjson would take is counted as ``bad_json``: integers beyond 64
 bits, nesting deeper than 1,024. On a duplicated key the first value counts.
 
-`check_recommendation_quality` then decides whether the edition may go on.
+`check_recommendation_quality` then decides whether the edition may go on: a few unknown ids
+are retired content (dropped, counted, named in the plan's warnings); many mean the catalog and
+the output do not belong together.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def _read_part(
                         users.add(user_id)
                         yield Recommendation(user_id=user_id, item_ids=(), unread=True)
                     continue
-                reason, rec, user_id = _line(parser, raw, known, fast, wanted, with_scores)
+                reason, rec, user_id, dropped = _line(parser, raw, known, fast, wanted, with_scores)
                 if reason is _BLANK:
                     continue
                 skips.seen()
@@ -144,6 +146,9 @@ def _read_part(
                         users.add(user_id)
                         if wanted is not None and (rec is None or not rec.unread):
                             skips.items_checked = (skips.items_checked or 0) + 1
+                        if dropped or (known is not None and rec is not None and not rec.unread):
+                            skips.items_read += len(dropped) + (len(rec.item_ids) if rec else 0)
+                            skips.unknown_ids.update(dropped)
                 if reason is not None:
                     skips.add(reason, f"{part}:{lineno}")
                 if rec is not None:
@@ -199,48 +204,49 @@ def _line(
     fast: bool,
     wanted: Container[str] | None,
     with_scores: bool = True,
-) -> tuple[str | None, Recommendation | None, str | None]:
-    """(skip reason or None, the record or None, the user id when the line is well formed).
-    A record with a reason lost some items."""
+) -> tuple[str | None, Recommendation | None, str | None, tuple[str, ...]]:
+    """(skip reason or None, the record or None, the user id when the line is well formed,
+    the ids dropped from the record because the catalog does not know them)."""
     try:
         doc = parser.parse(raw)
     except _PARSE_ERRORS:
-        return (_BLANK if not raw.strip() else "bad_json"), None, None
+        return (_BLANK if not raw.strip() else "bad_json"), None, None, ()
     if type(doc) is not simdjson.Object:
-        return "bad_json", None, None
+        return "bad_json", None, None, ()
     if doc.get("error") is not None:
-        return "error_line", None, None
+        return "error_line", None, None, ()
     try:  # one C-level walk each, instead of a proxy per level
         items = doc.at_pointer("/output/recommendedItems")
     except _POINTER_ERRORS:
-        return "missing_output", None, None
+        return "missing_output", None, None, ()
     if type(items) is not simdjson.Array:
-        return "missing_output", None, None
+        return "missing_output", None, None, ()
     n = len(items)
     if not n:
-        return "empty_output", None, None
+        return "empty_output", None, None, ()
     try:
         user_id = _user_id(doc.at_pointer("/input/userId"))
     except _POINTER_ERRORS:
-        return "missing_user_id", None, None
+        return "missing_user_id", None, None, ()
     if not user_id:
-        return "missing_user_id", None, None
+        return "missing_user_id", None, None, ()
     if wanted is not None and user_id not in wanted:
-        return None, Recommendation(user_id=user_id, item_ids=(), unread=True), user_id
+        return None, Recommendation(user_id=user_id, item_ids=(), unread=True), user_id, ()
     try:
         ids: list[Any] = items.as_list()
         scores = _scores(_at(doc, "/output/scores"), n) if with_scores else None
     except _PARSE_ERRORS:
-        return "bad_items", None, user_id
+        return "bad_items", None, user_id, ()
     if known is None:
         if not _all_strings(ids):
-            return "bad_items", None, user_id
+            return "bad_items", None, user_id, ()
         rec = Recommendation(user_id=user_id, item_ids=tuple(ids), scores=scores)
-        return None, rec, user_id
+        return None, rec, user_id, ()
     if fast and _all_known(known, ids):
         rec = Recommendation(user_id=user_id, item_ids=tuple(ids), scores=scores)
-        return None, rec, user_id
-    return (*_drop_unknown(user_id, ids, scores, known), user_id)
+        return None, rec, user_id, ()
+    reason, usable, dropped = _drop_unknown(user_id, ids, scores, known)
+    return reason, usable, user_id, dropped
 
 
 def _at(doc: simdjson.Object, pointer: str) -> Any:
@@ -284,17 +290,29 @@ def _all_known(known: frozenset[str], items: list[Any]) -> bool:
 
 def _drop_unknown(
     user_id: str, items: list[Any], scores: tuple[float, ...] | None, known: Container[str]
-) -> tuple[str | None, Recommendation | None]:
+) -> tuple[str | None, Recommendation | None, tuple[str, ...]]:
+    """Drop the ids the catalog does not know (retired content, most often). The line stays
+    usable while one id is left. Also returns the dropped ids (a junk value as its repr)."""
     keep = [i for i, item in enumerate(items) if type(item) is str and item in known]
-    if not keep:
-        return "unknown_items", None
     if len(keep) == len(items):
-        return None, Recommendation(user_id=user_id, item_ids=tuple(items), scores=scores)
-    return "unknown_items", Recommendation(
+        return None, Recommendation(user_id=user_id, item_ids=tuple(items), scores=scores), ()
+    kept = set(keep)
+    dropped = tuple(
+        item if type(item) is str else _junk(item) for i, item in enumerate(items) if i not in kept
+    )
+    if not keep:
+        return "unknown_items", None, dropped
+    rec = Recommendation(
         user_id=user_id,
         item_ids=tuple(items[i] for i in keep),
         scores=None if scores is None else tuple(scores[i] for i in keep),
     )
+    return None, rec, dropped
+
+
+def _junk(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def check_recommendation_quality(
@@ -305,16 +323,30 @@ def check_recommendation_quality(
     max_bad_share: float,
     min_coverage: float,
     source: str,
+    max_unknown_share: float = 1.0,
+    catalog: str = "the catalog",
 ) -> None:
     """Stop the edition (raise `InputError`) when the Personalize output is not fit to use.
 
+    Unknown items first: the share of the item ids read that `catalog` does not know, against
+    `max_unknown_share`. A few retired items are normal (they are dropped and counted); a large
+    share means the catalog and the output do not belong together.
     Bad lines are every line `skips` counted, whatever the reason (a line counts once); item
     problems found on part of the lines are rated over that part (`SkipCounter.share`).
-    Coverage is ``covered_users / audience_size``. Both limits are inclusive: a share equal to
-    `max_bad_share`, or a coverage equal to `min_coverage`, passes.
+    Coverage is ``covered_users / audience_size``. The limits are inclusive: a share equal to
+    its maximum, or a coverage equal to `min_coverage`, passes.
     """
     if skips.total == 0:
         raise InputError("the Personalize output has no lines", path=source)
+    unknown = skips.unknown_share()
+    if unknown > max_unknown_share:
+        raise InputError(
+            f"{skips.unknown_dropped:,} of the {skips.items_read:,} recommended item ids read "
+            f"({unknown:.2%}) are not in {catalog}, more than the allowed "
+            f"{max_unknown_share:.2%} (inputs.max_unknown_item_share): "
+            f"{unknown_ids_text(skips)}; is it the catalog this output was made from?",
+            path=source,
+        )
     share = skips.share()
     if share > max_bad_share:
         raise InputError(
@@ -348,3 +380,10 @@ def _reasons(skips: SkipCounter) -> str:
         first = skips.examples.get(reason, [])
         parts.append(f"{reason} {n:,}" + (f" (first at {first[0]})" if first else ""))
     return "; ".join(parts)
+
+
+def unknown_ids_text(skips: SkipCounter, shown: int = 3) -> str:
+    """``12 distinct ids, most often 63992 (×410), 1187 (×95), 28 (×3)``."""
+    top = ", ".join(f"{item} (×{n:,})" for item, n in skips.top_unknown(shown))
+    more = ", ..." if len(skips.unknown_ids) > shown else ""
+    return f"{len(skips.unknown_ids):,} distinct id(s), most often {top}{more}"

@@ -434,6 +434,15 @@ def _plan_edition(
             f"the hard guards removed {ctx.rules.guard_hits} item(s) the rule file "
             "let through (kids content, repeats or too many items)"
         )
+    personalize = inputs.skips["recommendations"]
+    if personalize.unknown_ids:
+        from calm_mail.inputs.personalize import unknown_ids_text
+
+        warnings.append(
+            f"{personalize.unknown_dropped:,} recommended item id(s) of the "
+            f"{personalize.items_read:,} read are not in the catalog and were dropped "
+            f"(retired content?): {unknown_ids_text(personalize)}"
+        )
     summary = tally.summary(
         campaign=campaign.name,
         edition=ed.key,
@@ -616,6 +625,8 @@ def _check_quality(campaign: Campaign, ed: Edition, inputs: _Inputs, *, covered:
         max_bad_share=campaign.inputs.max_bad_share,
         min_coverage=campaign.inputs.min_coverage,
         source=campaign.input_path("recommendations", ed),
+        max_unknown_share=campaign.inputs.max_unknown_item_share,
+        catalog=campaign.input_path("catalog", ed),
     )
 
 

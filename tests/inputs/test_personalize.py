@@ -57,8 +57,10 @@ def test_bad_lines_are_counted_by_reason_with_file_and_line(data_dir: Path) -> N
         "missing_user_id": 1,
         "bad_json": 2,
         "duplicate_user": 1,
-        "unknown_items": 3,
+        "unknown_items": 1,  # u8: no known item left; u7 and u9 stay, minus the unknown ids
     }
+    assert skips.unknown_ids == {"zz9": 1, "7": 1, "zz1": 1, "zz2": 1}
+    assert skips.items_read == 2 + 3 + 2 + 2  # u1, u7, u8, u9 (not u1's duplicate line)
     assert skips.examples["error_line"] == [f"{path}:2"]
     assert skips.examples["bad_json"] == [f"{path}:6", f"{path}:9"]  # line 7 is blank
     assert skips.examples["duplicate_user"] == [f"{path}:8"]
@@ -191,9 +193,7 @@ def test_junk_lines_never_crash_and_counts_add_up(
     path.write_bytes(b"\n".join(lines) + b"\n")
     recs, skips = read(path, known_items=KNOWN if use_known else None)
     assert skips.total == sum(1 for raw in lines if raw.strip())
-    # Every line is yielded or skipped; only a line that lost some unknown items is both.
-    both = len(recs) + skips.skipped - skips.total
-    assert 0 <= both <= (skips.counts["unknown_items"] if use_known else 0)
+    assert len(recs) + skips.skipped == skips.total  # every line is yielded or skipped
     for rec in recs:
         assert rec.user_id and isinstance(rec.user_id, str)
         assert rec.item_ids and all(isinstance(i, str) for i in rec.item_ids)
@@ -244,6 +244,28 @@ def test_quality_passes_at_the_limits() -> None:
         min_coverage=0.5,
         source="s3://b/out/",
     )
+
+
+def test_quality_stops_when_the_catalog_misses_too_many_recommended_ids() -> None:
+    skips = counter(1000)
+    skips.items_read = 10_000
+    skips.unknown_ids.update({"retired-1": 400, "retired-2": 99, "gone": 1})
+    limits = {"covered_users": 900, "audience_size": 1000, "max_bad_share": 0.0}
+    check_recommendation_quality(  # 500 of 10,000: exactly the limit passes
+        skips, **limits, min_coverage=0.5, source="out/", max_unknown_share=0.05
+    )
+    skips.unknown_ids["gone"] += 1
+    with pytest.raises(InputError) as caught:
+        check_recommendation_quality(
+            skips, **limits, min_coverage=0.5, source="out/", max_unknown_share=0.05,
+            catalog="data/catalog.csv",
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "501 of the 10,000 recommended item ids read (5.01%) are not in data/catalog.csv" in (
+        message
+    )
+    assert "3 distinct id(s), most often retired-1 (×400), retired-2 (×99), gone (×2)" in message
+    assert "inputs.max_unknown_item_share" in message
 
 
 def test_quality_stops_on_too_many_bad_lines() -> None:
@@ -312,8 +334,15 @@ def test_wanted_users_read_exactly_as_a_full_read_and_others_only_checked(
     assert all(r.item_ids == () and r.scores is None for r in unread)
     # item problems are looked for, and rated, on the wanted users' lines only
     assert part_skips.items_checked == sum(1 for u in firsts if u in wanted)
-    wanted_unknown = sum(1 for u, items in firsts.items() if u in wanted and set(items) - KNOWN)
-    assert part_skips.counts["unknown_items"] == wanted_unknown
+    no_known = sum(1 for u, items in firsts.items() if u in wanted and not _known(items))
+    assert part_skips.counts["unknown_items"] == no_known
+    read_ids = [i for u, items in firsts.items() if u in wanted for i in items]
+    assert part_skips.items_read == len(read_ids)
+    assert part_skips.unknown_dropped == sum(1 for i in read_ids if i not in _known(read_ids))
+
+
+def _known(items: list[object]) -> list[object]:
+    return [i for i in items if isinstance(i, str) and i in KNOWN]
 
 
 def _structural(skips: SkipCounter) -> dict[str, int]:
@@ -381,7 +410,7 @@ def test_a_line_taken_by_its_shape_is_one_the_full_parse_finds_well_formed(
         at = seams[at % len(seams)] if at % 4 else at % len(raw)
         raw = raw[:at] + fragment + raw[at:]
     user_id = _shape_user(raw)
-    reason, rec, parsed_user = _line(simdjson.Parser(), raw, None, False, frozenset())
+    reason, rec, parsed_user, _ = _line(simdjson.Parser(), raw, None, False, frozenset())
     plain = user.isascii() and user.isprintable() and not set(user) & {'"', "\\"}
     if not cuts and items and user and plain:
         assert user_id == user  # Personalize's own lines take the fast path
@@ -421,6 +450,6 @@ def test_lines_of_users_no_email_reads_are_checked_for_shape_only(tmp_path: Path
 )
 def test_the_usual_shape_is_exactly_that(raw: bytes, taken: str | None) -> None:
     assert _shape_user(raw) == taken
-    reason, _, user = _line(simdjson.Parser(), raw, None, False, frozenset())
+    reason, _, user, _ = _line(simdjson.Parser(), raw, None, False, frozenset())
     if taken is not None:  # the full parse agrees
         assert (reason, user) == (None, taken)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,25 +232,38 @@ def test_the_plan_counts_personalize_coverage_as_preflight_reads_it(root: Path) 
     assert detail in shown
 
 
-def test_unknown_items_are_counted_where_items_are_read_and_the_summary_says_so(
+def test_a_retired_item_is_dropped_and_named_and_a_line_of_unknown_items_is_bad(
     root: Path,
 ) -> None:
     part = root / "data" / "demo" / "personalize" / EDITION.key / "part-00000.json.out"
-    part.write_bytes(part.read_bytes().replace(b'"o1"', b'"not-in-catalog"'))
-    with pytest.raises(InputError, match=r"by their structure and \d+ of the \d+ whose items"):
-        plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW, record=False)
-    lenient = e2e(root, inputs={"max_bad_share": 0.6})
-    result = plan_edition(lenient, EDITION, store=MemoryStore(), now=NOW, record=False)
+    before = plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW, record=False)
+    reader = next(d.user_id for d in before.deliveries if d.source is ContentSource.PERSONALIZE)
+    lines = part.read_bytes().replace(b'"o1"', b'"retired"').splitlines(keepends=True)
+    lines = [  # the line of a user whose email reads it holds nothing the catalog knows
+        re.sub(rb'"recommendedItems":\[[^\]]*\]', b'"recommendedItems":["x1","x2"]', raw)
+        if f'"{reader}"'.encode() in raw
+        else raw
+        for raw in lines
+    ]
+    part.write_bytes(b"".join(lines))
+    result = plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW, record=False)
     skips = result.summary.skips["recommendations"]
     wanted = sum(1 for d in result.deliveries if d.arm == "personalized")
     assert 0 < skips["items_checked"] < skips["total"]
-    assert skips["items_checked"] <= wanted
-    assert 0 < skips["skipped"]["unknown_items"] <= skips["items_checked"]
+    assert skips["items_checked"] <= wanted + 1
+    assert skips["skipped"]["unknown_items"] == 1  # that line; the retired item's lines stay
+    dropped = skips["unknown_items_dropped"]
+    assert skips["unknown_ids"] == {"retired": dropped - 2, "x1": 1, "x2": 1}
+    assert 2 < dropped < skips["items_read"]
     text = io.StringIO()
-    Console(file=text, width=200).print(planner.format_summary(result.summary))
-    assert f"checked on the {skips['items_checked']:,} of {skips['total']:,} lines" in (
-        text.getvalue()
-    )
+    Console(file=text, width=300).print(planner.format_summary(result.summary))
+    shown = text.getvalue()
+    assert f"checked on the {skips['items_checked']:,} of {skips['total']:,} lines" in shown
+    assert f"most often retired (×{dropped - 2})" in shown
+    # A catalog that misses more of the recommended ids than allowed stops the edition
+    strict = e2e(root, inputs={"max_unknown_item_share": 0.01})
+    with pytest.raises(InputError, match=r"not in .*catalog.*max_unknown_item_share.*retired"):
+        plan_edition(strict, EDITION, store=MemoryStore(), now=NOW, record=False)
 
 
 def test_assignments_are_recorded_and_sticky_when_weights_change(root: Path) -> None:
