@@ -449,7 +449,7 @@ def _plan_edition(
         experiment=campaign.experiment.name,
         weights=campaign.experiment.weights,
         shard=shard,
-        dropped_by_step=ctx.rules.dropped_by_step,
+        dropped_by_step=ctx.rules.drops_in_order(),
         skips={k: v.as_dict() for k, v in inputs.skips.items()},
         warnings=warnings,
     )

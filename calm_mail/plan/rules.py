@@ -582,6 +582,11 @@ class BoundRules:
             self._lead, self._after = self.steps[:lead], self.steps[end:]
             self._fused = _Fused(self.steps[lead:end])
 
+    def drops_in_order(self) -> dict[str, int]:
+        """`dropped_by_step` in the rule file's order (a step never dropping is left out)."""
+        names = dict.fromkeys(name for name, _ in self.steps)
+        return {n: self.dropped_by_step[n] for n in names if self.dropped_by_step.get(n)}
+
     def apply(
         self, candidates: Sequence[str], view: UserView, trace: list[TraceStep] | None = None
     ) -> list[str]:

@@ -267,6 +267,11 @@ def test_the_one_pass_path_keeps_english_after_the_users_language() -> None:
         )
         assert out == ["es1", "any", "es2", "en1"]
     assert bound.dropped_by_step == {"exclude_kids_for_adults": 2, "locale": 2}
+    again = rules.bind(data, Content())
+    again.apply(["en1", "fr1"], UserView.of(reader, frozenset(), "e"))  # only locale drops
+    again.apply(["kid", "es1"], UserView.of(reader, frozenset(), "e"))
+    assert list(again.dropped_by_step) == ["locale", "exclude_kids_for_adults"]
+    assert list(again.drops_in_order()) == ["exclude_kids_for_adults", "locale"]  # the file's
 
 
 def test_the_shipped_rules_take_the_one_pass_path() -> None:
