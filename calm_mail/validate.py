@@ -57,16 +57,34 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
         from calm_mail.inputs import iter_recommendations, list_prefix
         from calm_mail.inputs.personalize import SUFFIXES
 
+        from calm_mail.inputs.personalize import unknown_ids_text
+
         prefix = campaign.input_path("recommendations", edition)
         parts = list_prefix(prefix, SUFFIXES)
         if not parts:
             raise_input(f"{prefix}: no Personalize output (*.out) for edition {edition}")
+        sampled = SkipCounter()
         for part in parts:  # every part opens, decompresses and has good lines
             skips = SkipCounter()
-            good = sum(1 for _ in islice(iter_recommendations(part, skips=skips), SAMPLE))
+            lines = iter_recommendations(part, skips=skips, known_items=catalog or None)
+            good = sum(1 for _ in islice(lines, SAMPLE))
             if good == 0:
                 raise_input(f"{part}: no readable Personalize lines ({_skips(skips)})")
-        return f"personalize output: {len(parts)} part file(s), each readable"
+            sampled.merge(skips)
+        note = f"personalize output: {len(parts)} part file(s), each readable"
+        if not sampled.unknown_ids:
+            return note
+        share, limit = sampled.unknown_share(), campaign.inputs.max_unknown_item_share
+        unknown = (
+            f"{sampled.unknown_dropped:,} of the {sampled.items_read:,} item ids in the first "
+            f"lines of each part ({share:.2%}) are not in the catalog: {unknown_ids_text(sampled)}"
+        )
+        if share > limit:
+            raise_input(
+                f"{prefix}: {unknown}, more than the allowed {limit:.2%} "
+                "(inputs.max_unknown_item_share); is the catalog the one this output was made from?"
+            )
+        return f"{note}; {unknown} (retired content? they will be dropped)"
 
     def history() -> str:
         from calm_mail.inputs import iter_completions

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
+import orjson
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, assume, given, settings
@@ -441,3 +442,25 @@ def test_bad_database_url_hides_the_password(root: Path) -> None:
 
 def test_sandbox_port_out_of_range(tmp_path: Path) -> None:
     mistake(invoke(tmp_path, "sandbox", "--port", "99999"))
+
+
+def test_validate_names_recommended_ids_the_catalog_lacks(broken_root: Path) -> None:
+    demo = broken_root / "data" / "demo"
+    first = (demo / "personalize" / EDITION / "part-00000.json.out").read_bytes().splitlines()[0]
+    picked = (demo / "editorial" / f"{EDITION}.toml").read_text()
+    retired = next(i for i in orjson.loads(first)["output"]["recommendedItems"] if i not in picked)
+    catalog = demo / "catalog.csv"
+    rows = catalog.read_text().splitlines(keepends=True)
+    catalog.write_text("".join(r for r in rows if not r.startswith(f"{retired},")))
+    output = " ".join(
+        ok(invoke(broken_root, "validate", "weekly_winddown", "--edition", EDITION)).split()
+    )
+    assert "are not in the catalog: 1 distinct id(s), most often " + retired in output
+    assert "retired content? they will be dropped" in output
+    campaign = broken_root / "campaigns" / "weekly_winddown.toml"
+    text = campaign.read_text().replace(
+        "max_unknown_item_share = 0.1", "max_unknown_item_share = 0"
+    )
+    campaign.write_text(text)
+    message = mistake(invoke(broken_root, "validate", "weekly_winddown", "--edition", EDITION))
+    assert "inputs.max_unknown_item_share" in " ".join(message.split()) and retired in message
