@@ -55,9 +55,7 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
 
     def recommendations() -> str:
         from calm_mail.inputs import iter_recommendations, list_prefix
-        from calm_mail.inputs.personalize import SUFFIXES
-
-        from calm_mail.inputs.personalize import unknown_ids_text
+        from calm_mail.inputs.personalize import SUFFIXES, unknown_ids_text
 
         prefix = campaign.input_path("recommendations", edition)
         parts = list_prefix(prefix, SUFFIXES)
