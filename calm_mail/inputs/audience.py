@@ -56,21 +56,30 @@ def iter_audience(path: str, *, skips: SkipCounter) -> Iterator[User]:
         yield user
 
 
+def _keep(_: str, value: str) -> str:
+    return value
+
+
 def _parser(index: dict[str, int]) -> Callable[[list[str]], User]:
     """The row parser for one header: `_fast_user`, and `_user` for the rows it declines.
 
     A per-field lookup by name costs a dict per row, and the audience has a row per user.
     """
     pick = itemgetter(*(index[column] for column in COLUMNS))
+    # One str object per distinct locale, zone, country, level and status, not one per user:
+    # ~300 bytes less per user (measured: the 200k-user plan's peak RSS 419 -> 355 MB).
+    share: dict[str, str] = {}
 
     def parse(row: list[str]) -> User:
-        user = _fast_user(pick(row))
+        user = _fast_user(pick(row), share.setdefault)
         return user if user is not None else _user(tables.lookup(index, row))
 
     return parse
 
 
-def _fast_user(fields: tuple[str, ...]) -> User | None:
+def _fast_user(
+    fields: tuple[str, ...], share: Callable[[str, str], str] = _keep
+) -> User | None:
     """The user of a row (fields in `COLUMNS` order) whose every field is in its usual form,
     else None.
 
@@ -100,17 +109,19 @@ def _fast_user(fields: tuple[str, ...]) -> User | None:
         or (active and last_active_at is None)
     ):
         return None
+    locale, zone = locale.strip(), zone.strip()
+    country, status = country.strip().upper(), status.strip().lower()
     return User(
         user_id=user_id,
         email=email.strip(),
-        locale=locale.strip(),
-        timezone=zone.strip() or None,
+        locale=share(locale, locale),
+        timezone=share(zone, zone) or None,
         preferred_hour=preferred_hour,
-        country=country.strip().upper(),
+        country=share(country, country),
         tenure_days=tenure_days,
-        level=level,
+        level=share(level, level),
         is_kids_profile=is_kids_profile,
-        subscription_status=status.strip().lower(),
+        subscription_status=share(status, status),
         email_opt_in=email_opt_in,
         last_active_at=last_active_at,
     )

@@ -376,6 +376,30 @@ def test_a_duplicate_user_is_counted_at_its_own_line(tmp_path: Path) -> None:
     assert skips.total == 4
 
 
+def test_users_share_one_object_per_distinct_locale_zone_country_level_and_status(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.csv"
+    rows = [
+        "a@x.com,es,Europe/Madrid,7,es,10,beginner,false,Free,true,",
+        "b@x.com,es,Europe/Madrid,7,ES,10,beginner,false,free,true,",
+        "c@x.com,es , Europe/Madrid,7,es,10,beginner,false,FREE,true,",
+    ]
+    path.write_text(
+        ",".join(audience.COLUMNS) + "".join(f"\n{k},{r}" for k, r in enumerate(rows)) + "\n",
+        encoding="utf-8",
+    )
+    a, b, c = iter_audience(str(path), skips=SkipCounter())
+    for field in ("locale", "timezone", "country", "level", "subscription_status"):
+        assert getattr(a, field) is getattr(b, field) is getattr(c, field), field
+    assert (a.locale, a.timezone, a.country, a.subscription_status) == (
+        "es",
+        "Europe/Madrid",
+        "ES",  # the upper-cased country is not the "es" locale's object
+        "free",
+    )
+
+
 def test_skips_are_seen_as_the_rows_are_read(tmp_path: Path) -> None:
     """validate.py samples the first rows with islice and reads the counter there."""
     path = tmp_path / "history.csv"
