@@ -77,9 +77,7 @@ def _parser(index: dict[str, int]) -> Callable[[list[str]], User]:
     return parse
 
 
-def _fast_user(
-    fields: tuple[str, ...], share: Callable[[str, str], str] = _keep
-) -> User | None:
+def _fast_user(fields: tuple[str, ...], share: Callable[[str, str], str] = _keep) -> User | None:
     """The user of a row (fields in `COLUMNS` order) whose every field is in its usual form,
     else None.
 
