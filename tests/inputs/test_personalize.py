@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from calm_mail.errors import InputError
 from calm_mail.inputs import check_recommendation_quality, iter_recommendations
-from calm_mail.inputs.personalize import _line, _shape_user
+from calm_mail.inputs.personalize import _line, _shape
 from calm_mail.records import SkipCounter
 
 KNOWN = frozenset({"i1", "i2", "i3"})
@@ -308,20 +308,35 @@ def test_quality_stops_on_low_coverage_and_on_no_lines() -> None:
 # --------------------------------------------------------------------------- wanted users only
 
 
+# Lines in the usual shape: the unread ones skip the parse, the read ones (without scores) the
+# scores, when every id is known; the others go the full parse's way.
+USUAL_LINES = [
+    line("u1", ["i1", "zz"]),
+    line("u2", ["zz"]),
+    line("u1", ["i1", "i2"], [0.5, 0.4]),
+    line("u2", ["i3"]),
+    line("a", ["i2", "i1", "i3"], [0.1, 0.2, 0.3]),
+    line("b", ["i2", "i1"], [0.1]),
+    line("a", ["i3", 7]).replace(b"7", b"[7]"),
+    line("b", ["i1"]).replace(b'"i1"]', b'"i1","\\u0069\\u0032"]'),
+]
+
+
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    lines=st.lists(junk_line | st.sampled_from([line("u1", ["i1", "zz"]), line("u2", ["zz"])])),
+    lines=st.lists(junk_line | st.sampled_from(USUAL_LINES)),
     wanted=st.sets(st.sampled_from(["u1", "u2", "a", "b", "", "0"])),
+    scores=st.booleans(),
 )
 def test_wanted_users_read_exactly_as_a_full_read_and_others_only_checked(
-    tmp_path: Path, lines: list[bytes], wanted: set[str]
+    tmp_path: Path, lines: list[bytes], wanted: set[str], scores: bool
 ) -> None:
     path = tmp_path / "junk.out"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    full, full_skips = read(path, known_items=KNOWN)
-    part, part_skips = read(path, known_items=KNOWN, wanted=wanted)
+    full, full_skips = read(path, known_items=KNOWN, scores=scores)
+    part, part_skips = read(path, known_items=KNOWN, wanted=wanted, scores=scores)
     firsts = _first_good_lines(lines)  # user -> its first structurally good line's items
     # the same lines are counted and the same structural problems found
     assert part_skips.total == full_skips.total
@@ -409,7 +424,8 @@ def test_a_line_taken_by_its_shape_is_one_the_full_parse_finds_well_formed(
         seams += [k for k, c in enumerate(raw) if c in b"}]"]
         at = seams[at % len(seams)] if at % 4 else at % len(raw)
         raw = raw[:at] + fragment + raw[at:]
-    user_id = _shape_user(raw)
+    shape = _shape(raw)
+    user_id = shape[0] if shape else None
     reason, rec, parsed_user, _ = _line(simdjson.Parser(), raw, None, False, frozenset())
     plain = user.isascii() and user.isprintable() and not set(user) & {'"', "\\"}
     if not cuts and items and user and plain:
@@ -449,7 +465,28 @@ def test_lines_of_users_no_email_reads_are_checked_for_shape_only(tmp_path: Path
     ],
 )
 def test_the_usual_shape_is_exactly_that(raw: bytes, taken: str | None) -> None:
-    assert _shape_user(raw) == taken
+    shape = _shape(raw)
+    assert (shape[0] if shape else None) == taken
     reason, _, user, _ = _line(simdjson.Parser(), raw, None, False, frozenset())
     if taken is not None:  # the full parse agrees
         assert (reason, user) == (None, taken)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        line("u1", ["i1", "i2"], [0.5, 0.25]),
+        line("u1", ["i1", "i2"]),
+        line("u1", ["i1", "i2"]).replace(b"\n", b"\r\n"),
+        line("u1", ["i1", "i2"], [0.5, 0.25]).replace(b'"]', b'"],"x":1'),
+    ],
+)
+def test_the_ids_array_ends_where_the_shape_says(raw: bytes) -> None:
+    shape = _shape(raw)
+    assert shape is not None and shape[0] == "u1"
+    end = shape[1]
+    if b'"x"' in raw:  # another key after the ids: the line is read in full
+        assert end == -1
+        return
+    assert raw[end - 1 : end] == b"]"
+    assert orjson.loads(raw[:end] + b"}}")["output"]["recommendedItems"] == ["i1", "i2"]
