@@ -123,30 +123,26 @@ def _read_part(
     # parse again once the proxies of the last document are gone; `_line` keeps them local.
     parser = simdjson.Parser()
     fast = isinstance(known, frozenset | set)
+    want: Container[str] = () if wanted is None else wanted
+    read_usual = fast and not with_scores  # wanted lines in the usual shape: `_usual_items`
     with open_source(part) as stream:
         lineno = 0
         try:
             for lineno, raw in enumerate(stream, 1):
                 shape = _shape(raw) if wanted is not None else None
-                rec: Recommendation | None = None
-                user_id: str | None
-                reason: str | None
-                dropped: tuple[str, ...]
-                if shape is not None:
-                    user_id, items_end = shape
-                    if user_id not in wanted:  # type: ignore[operator]
-                        # the usual line of a user no email reads: its shape is enough
-                        skips.seen()
-                        if user_id in users:
-                            skips.add("duplicate_user", f"{part}:{lineno}")
-                        else:
-                            users.add(user_id)
-                            yield Recommendation(user_id=user_id, item_ids=(), unread=True)
-                        continue
-                    if fast and not with_scores and items_end > 0:
-                        rec = _usual_items(raw, items_end, user_id, known)
+                if shape is not None and shape[0] not in want:
+                    # the usual line of a user no email reads: its shape is enough
+                    skips.seen()
+                    if shape[0] in users:
+                        skips.add("duplicate_user", f"{part}:{lineno}")
+                    else:
+                        users.add(shape[0])
+                        yield Recommendation(user_id=shape[0], item_ids=(), unread=True)
+                    continue
+                rec = _usual_items(raw, shape, known) if shape and read_usual else None
+                dropped: tuple[str, ...] = ()
                 if rec is not None:  # the usual line, its ids all known: read without scores
-                    reason, dropped = None, ()
+                    reason, user_id = None, rec.user_id
                 else:
                     reason, rec, user_id, dropped = _line(
                         parser, raw, known, fast, wanted, with_scores
@@ -226,7 +222,7 @@ def _shape(raw: bytes) -> tuple[str, int] | None:
 _CLOSE = ord("]")
 
 
-def _usual_items(raw: bytes, items_end: int, user_id: str, known: frozenset[str]) -> Any:
+def _usual_items(raw: bytes, shape: tuple[str, int], known: frozenset[str]) -> Any:
     """The record of a line in the usual shape whose ids are all in `known`, read by orjson
     from the line up to the ids' array (the scores, unread, are not parsed); None for any other
     line, which the full parse then reads as it reads every line.
@@ -236,6 +232,9 @@ def _usual_items(raw: bytes, items_end: int, user_id: str, known: frozenset[str]
     not parsed at all. The two parsers read a valid array of strings the same way; anything
     else (junk, an unknown id, JSON orjson refuses) goes to the full parse.
     """
+    user_id, items_end = shape
+    if items_end < 0:
+        return None
     try:
         ids = orjson.loads(raw[:items_end] + b"}}")["output"]["recommendedItems"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
