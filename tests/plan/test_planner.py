@@ -384,13 +384,14 @@ def test_a_plan_makes_no_reference_cycles_per_user(tmp_path: Path) -> None:
         folder = tmp_path / str(users)
         generate(folder, users=users, seed=5, edition=ed.key, recs=60, parts=2)
         campaign = bench_campaign(REPO, folder)
-        gc.collect()
-        gc.disable()
-        try:
-            result = plan_edition(campaign, ed, store=MemoryStore(), now=NOW, record=False)
-            assert gc.isenabled() is False  # paused() leaves a disabled collector disabled
-        finally:
-            gc.enable()
-        garbage.append(gc.collect())
+        with Ledger.connect(f"sqlite:///{folder / 'ledger.db'}") as ledger:  # records arms too
+            gc.collect()
+            gc.disable()
+            try:
+                result = plan_edition(campaign, ed, store=ledger, now=NOW)
+                assert gc.isenabled() is False  # paused() leaves a disabled collector disabled
+            finally:
+                gc.enable()
+            garbage.append(gc.collect())
         assert len(result.deliveries) > users // 2
     assert garbage[1] <= garbage[0] + 50, garbage  # 900 more users: no more cycles
