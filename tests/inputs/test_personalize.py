@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from calm_mail.errors import InputError
 from calm_mail.inputs import check_recommendation_quality, iter_recommendations
-from calm_mail.inputs.personalize import _line, _shape
-from calm_mail.records import SkipCounter
+from calm_mail.inputs.personalize import _line, _shape, _usual_items
+from calm_mail.records import Recommendation, SkipCounter
 
 KNOWN = frozenset({"i1", "i2", "i3"})
 
@@ -490,3 +490,6 @@ def test_the_ids_array_ends_where_the_shape_says(raw: bytes) -> None:
         return
     assert raw[end - 1 : end] == b"]"
     assert orjson.loads(raw[:end] + b"}}")["output"]["recommendedItems"] == ["i1", "i2"]
+    read = _usual_items(raw, shape, KNOWN)  # the short cut is taken, not left to the full parse
+    assert read == Recommendation(user_id="u1", item_ids=("i1", "i2"))
+    assert _usual_items(raw, shape, frozenset({"i1"})) is None  # an unknown id: the full parse
