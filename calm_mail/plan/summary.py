@@ -216,6 +216,13 @@ def format_summary(summary: PlanSummary) -> Group:
     )
     leak_style = "bold red" if summary.kids_leaks else "green"
     parts.append(Text(f"kids content to adults: {summary.kids_leaks}", style=leak_style))
+    personalize = summary.skips.get("recommendations") or {}
+    checked, total = personalize.get("items_checked"), personalize.get("total")
+    if isinstance(checked, int) and isinstance(total, int):
+        read = personalize.get("items_read")
+        ids = f" ({read:,} ids)" if isinstance(read, int) else ""
+        used = f"ids read on the {checked:,} an email uses{ids}"
+        parts.append(Text(f"Personalize output: {total:,} lines; {used}"))
     if summary.dropped_by_step:
         parts.append(
             Text(
