@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from calm_mail.compose.bench import bench_render
 
 from .conftest import ROOT
@@ -10,8 +12,16 @@ from .conftest import ROOT
 def test_bench_render_reports_compose_time_and_ratios() -> None:
     result = bench_render(60, root=ROOT)
     assert result["emails"] == 60 and result["cards"] == 6
-    assert 0 < result["html_render_us_median"] <= result["compose_us_median"]
-    # Compiling the MJML for every user is the slow path this design avoids.
+    compose, render = result["compose_us_median"], result["html_render_us_median"]
+    assert compose > 0 and render > 0
+    # Not asserted: render <= compose. Compose holds the render, but the two medians come from
+    # separate loops of wall time, and the render is ~85% of the compose: on this shared
+    # machine the order flipped in a CI run (102.0 vs 84.9 µs). `make bench` reports both.
+    assert result["emails_per_second"] == pytest.approx(1e6 / compose, rel=0.01)
+    mjml = result["mjml_python_per_user_us_median"]
+    assert result["ratio_mjml_python_per_user_to_compose"] == pytest.approx(mjml / compose, abs=0.1)
+    # Compiling the MJML for every user is the slow path this design avoids (~5x: a margin no
+    # noise on this machine has come near, unlike the one above).
     assert result["ratio_mjml_python_per_user_to_compose"] > 1
     if result["mjml_js_per_user_us_median"] is None:
         assert result["mjml_js"] != "ok"
