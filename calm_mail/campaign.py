@@ -311,13 +311,14 @@ def campaign_path(name: str, root: Path) -> Path:
     """
     if name.endswith(".toml"):
         if not Path(name).exists():
-            raise UsageError(f"no campaign file {name}: it does not exist")
+            raise UsageError(f"no campaign file {name!r}: it does not exist")
         return Path(name).resolve()
     path = root / "campaigns" / f"{name}.toml"
     if not path.exists():
         known = list_campaigns(root)
         hint = f" Known campaigns: {', '.join(known)}." if known else " There are none there."
-        raise UsageError(f"no campaign {name!r}: {path} does not exist.{hint}")
+        # The folder, not the file: `name` is shown quoted, and may hold any character
+        raise UsageError(f"no campaign {name!r}: no such file in {path.parent}.{hint}")
     return path
 
 

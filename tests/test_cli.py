@@ -14,7 +14,7 @@ import click
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from calm_mail import cli, errors
@@ -202,6 +202,8 @@ _JUNK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCh
 
 @_JUNK
 @given(name=st.text(min_size=1, max_size=30).filter(lambda n: not n.startswith("-")))
+@example(name="\n\n")  # the message once printed the name raw inside the file's path
+@example(name="x\n\n.toml")
 def test_junk_campaign_names(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
     root = tmp_path_factory.mktemp("names")
     (root / "campaigns").mkdir()
