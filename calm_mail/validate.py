@@ -55,7 +55,7 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
 
     def recommendations() -> str:
         from calm_mail.inputs import iter_recommendations, list_prefix
-        from calm_mail.inputs.personalize import SUFFIXES, unknown_ids_text
+        from calm_mail.inputs.personalize import SUFFIXES, check_unknown_items, unknown_ids_text
 
         prefix = campaign.input_path("recommendations", edition)
         parts = list_prefix(prefix, SUFFIXES)
@@ -72,17 +72,18 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
         note = f"personalize output: {len(parts)} part file(s), each readable"
         if not sampled.unknown_ids:
             return note
-        share, limit = sampled.unknown_share(), campaign.inputs.max_unknown_item_share
-        unknown = (
-            f"{sampled.unknown_dropped:,} of the {sampled.items_read:,} item ids in the first "
-            f"lines of each part ({share:.2%}) are not in the catalog: {unknown_ids_text(sampled)}"
+        check_unknown_items(
+            sampled,
+            max_share=campaign.inputs.max_unknown_item_share,
+            catalog=campaign.input_path("catalog", edition),
+            source=prefix,
+            read="in the first lines of each part",
         )
-        if share > limit:
-            raise_input(
-                f"{prefix}: {unknown}, more than the allowed {limit:.2%} "
-                "(inputs.max_unknown_item_share); is the catalog the one this output was made from?"
-            )
-        return f"{note}; {unknown} (retired content? they will be dropped)"
+        return (
+            f"{note}; {sampled.unknown_dropped:,} of the {sampled.items_read:,} item ids in the "
+            f"first lines of each part ({sampled.unknown_share():.2%}) are not in the catalog: "
+            f"{unknown_ids_text(sampled)} (retired content? they will be dropped)"
+        )
 
     def history() -> str:
         from calm_mail.inputs import iter_completions

@@ -56,10 +56,6 @@ def iter_audience(path: str, *, skips: SkipCounter) -> Iterator[User]:
         yield user
 
 
-def _keep(_: str, value: str) -> str:
-    return value
-
-
 def _parser(index: dict[str, int]) -> Callable[[list[str]], User]:
     """The row parser for one header: `_fast_user`, and `_user` for the rows it declines.
 
@@ -77,9 +73,9 @@ def _parser(index: dict[str, int]) -> Callable[[list[str]], User]:
     return parse
 
 
-def _fast_user(fields: tuple[str, ...], share: Callable[[str, str], str] = _keep) -> User | None:
+def _fast_user(fields: tuple[str, ...], share: Callable[[str, str], str]) -> User | None:
     """The user of a row (fields in `COLUMNS` order) whose every field is in its usual form,
-    else None.
+    else None. `share` (a dict's ``setdefault``) gives one object per distinct text.
 
     It never decides a skip: each value it accepts is one `_user` reads the same way (a text
     field is stripped, and a number, flag, level or time only passes in a form whose strict

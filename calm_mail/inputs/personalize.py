@@ -386,15 +386,7 @@ def check_recommendation_quality(
     """
     if skips.total == 0:
         raise InputError("the Personalize output has no lines", path=source)
-    unknown = skips.unknown_share()
-    if unknown > max_unknown_share:
-        raise InputError(
-            f"{skips.unknown_dropped:,} of the {skips.items_read:,} recommended item ids read "
-            f"({unknown:.2%}) are not in {catalog}, more than the allowed "
-            f"{max_unknown_share:.2%} (inputs.max_unknown_item_share): "
-            f"{unknown_ids_text(skips)}; is it the catalog this output was made from?",
-            path=source,
-        )
+    check_unknown_items(skips, max_share=max_unknown_share, catalog=catalog, source=source)
     share = skips.share()
     if share > max_bad_share:
         raise InputError(
@@ -428,6 +420,23 @@ def _reasons(skips: SkipCounter) -> str:
         first = skips.examples.get(reason, [])
         parts.append(f"{reason} {n:,}" + (f" (first at {first[0]})" if first else ""))
     return "; ".join(parts)
+
+
+def check_unknown_items(
+    skips: SkipCounter, *, max_share: float, catalog: str, source: str, read: str = "read"
+) -> None:
+    """Raise `InputError` when more than `max_share` of the item ids read are not in
+    `catalog`: then the catalog and the output do not belong together. `read` says which ids
+    were read, for the message."""
+    share = skips.unknown_share()
+    if share > max_share:
+        raise InputError(
+            f"{skips.unknown_dropped:,} of the {skips.items_read:,} recommended item ids {read} "
+            f"({share:.2%}) are not in {catalog}, more than the allowed {max_share:.2%} "
+            f"(inputs.max_unknown_item_share): {unknown_ids_text(skips)}; is it the catalog "
+            "this output was made from?",
+            path=source,
+        )
 
 
 def unknown_ids_text(skips: SkipCounter, shown: int = 3) -> str:

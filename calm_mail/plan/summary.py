@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from calm_mail.plan.srm import SrmResult, srm_check
-from calm_mail.records import ITEM_REASONS, Exclusion, Item, PlannedDelivery
+from calm_mail.records import Exclusion, Item, PlannedDelivery
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,8 +221,12 @@ def format_summary(summary: PlanSummary) -> Group:
     if isinstance(checked, int) and isinstance(total, int):
         read = personalize.get("items_read")
         ids = f" ({read:,} ids)" if isinstance(read, int) else ""
-        used = f"ids read on the {checked:,} an email uses{ids}"
-        parts.append(Text(f"Personalize output: {total:,} lines; {used}"))
+        parts.append(
+            Text(
+                f"Personalize output: item ids read and checked on the {checked:,} of "
+                f"{total:,} lines an email uses{ids}"
+            )
+        )
     if summary.dropped_by_step:
         parts.append(
             Text(
@@ -234,12 +238,6 @@ def format_summary(summary: PlanSummary) -> Group:
         skipped = skips.get("skipped") or {}
         if isinstance(skipped, dict) and skipped:
             line = f"skipped {name} rows: " + ", ".join(f"{r} {n:,}" for r, n in skipped.items())
-            checked = skips.get("items_checked")
-            if isinstance(checked, int) and any(r in skipped for r in ITEM_REASONS):
-                line += (
-                    f" (item ids are read and checked on the {checked:,} of "
-                    f"{skips.get('total', 0):,} lines an email uses)"
-                )
             parts.append(Text(line, style="yellow"))
     parts += [Text(f"warning: {w}", style="yellow") for w in summary.warnings]
     return Group(*parts)
