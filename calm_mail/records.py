@@ -99,6 +99,10 @@ class Recommendation:
     # True when the reader checked the line's structure but did not read its items, because
     # the caller said no email uses them (`iter_recommendations(wanted=...)`): item_ids is ().
     unread: bool = False
+    # How many of the line's ids the reader left out of item_ids because the rules' first step,
+    # a plain set filter, would drop them (`iter_recommendations(keep=...)`); the rules count
+    # them for that step (`BoundRules.apply(ahead=...)`).
+    ahead: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

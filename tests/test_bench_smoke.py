@@ -11,6 +11,7 @@ import pytest
 
 from calm_mail.bench.child import run_child
 from calm_mail.bench.core import Figure, Goal
+from calm_mail.inputs import idscan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,8 @@ def test_quick_render_and_plan_write_every_figure_with_its_baseline(tmp_path: Pa
     report = orjson.loads(out.read_bytes())
     assert set(report["sections"]) == {"data", "plan", "render"}
     figures = {f["key"]: f for f in report["figures"]}
-    for key in ("plan.users_per_s", "plan.us_per_user", "plan.peak_rss_mb", "render.emails_per_s"):
+    keys = ("plan.users_per_s", "plan.us_per_user", "plan.peak_rss_mb", "render.emails_per_s")
+    for key in (*keys, "plan.python_ids_users_per_s"):
         figure = figures[key]
         assert figure["value"] > 0 and figure["baseline"] > 0 and figure["ratio"] > 0, figure
     for key in ("plan.users_per_s", "plan.us_per_user", "render.emails_per_s"):
@@ -43,6 +45,10 @@ def test_quick_render_and_plan_write_every_figure_with_its_baseline(tmp_path: Pa
     assert figures["data.generate_2k_s"]["value"] > 0
     assert (cache / "data-2k" / "bench-key.json").exists()
     assert "Summary" in done.stdout and "plan: users/s" in done.stdout
+    # the plan says whether it ran the C id scan; the Python one is measured beside it
+    plan = report["sections"]["plan"]["details"]
+    assert plan["python_ids"]["native"] is False
+    assert plan["big"]["native"] is (idscan.native() is not None)
 
 
 def test_an_unknown_section_is_a_usage_error() -> None:

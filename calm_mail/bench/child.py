@@ -11,6 +11,7 @@ a child started by a large parent reports the parent's size (measured: a 500 MB 
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import orjson
 from calm_mail.bench.data import bench_campaign
 from calm_mail.edition import Edition
 from calm_mail.inputs.catalog import read_catalog
+from calm_mail.inputs.idscan import native
 from calm_mail.inputs.personalize import iter_recommendations
 from calm_mail.plan.assign import MemoryStore
 from calm_mail.plan.planner import plan_edition
@@ -63,6 +65,7 @@ def _plan(root: str, folder: str, edition: str) -> dict[str, Any]:
     now = datetime.combine(ed.send_date, datetime.min.time(), UTC) - timedelta(days=1)
     result = plan_edition(campaign, ed, store=MemoryStore(), now=now, record=False)
     return {
+        "native": native() is not None,  # the C id scan (`idscan`) was used
         "audience": result.summary.audience,
         "deliveries": len(result.deliveries),
         "exclusions": len(result.exclusions),
@@ -82,14 +85,18 @@ def main(argv: list[str]) -> None:
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 
-def run_child(task: str, *args: str, timeout_s: float = 1800) -> dict[str, Any]:
-    """Run `task` in a fresh interpreter and return its JSON line; RuntimeError if it fails."""
+def run_child(
+    task: str, *args: str, timeout_s: float = 1800, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run `task` in a fresh interpreter (with `env` added to this one's environment) and
+    return its JSON line; RuntimeError if it fails."""
     done = subprocess.run(
         [sys.executable, "-m", "calm_mail.bench.child", task, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench child {task!r} failed:\n{done.stderr[-2000:]}")

@@ -25,6 +25,10 @@ def run_plan(ctx: BenchContext) -> Section:
         plans.append(peak_rss_mb(ctx, "plan", str(ctx.root), str(big.folder), EDITION))
     bare = min(bares, key=lambda b: b.cpu_s)
     big_mb, big_run = min(plans, key=lambda p: float(p[1]["cpu_s"]))
+    ctx.say("plan: plan_edition with the ids read in Python (CALM_MAIL_NATIVE=0), one round")
+    _, python_run = peak_rss_mb(
+        ctx, "plan", str(ctx.root), str(big.folder), EDITION, env={"CALM_MAIL_NATIVE": "0"}
+    )
     ctx.say(f"plan: plan_edition over {small.users:,} users (memory baseline)")
     small_mb, small_run = peak_rss_mb(ctx, "plan", str(ctx.root), str(small.folder), EDITION)
     users = big_run["audience"]
@@ -42,12 +46,14 @@ def run_plan(ctx: BenchContext) -> Section:
             "plan_rounds_cpu_s": [round(float(p[1]["cpu_s"]), 3) for p in plans],
             "big": big_run,
             "small": small_run,
+            "python_ids": python_run,
         },
     )
+    scan = "with the C id scan" if big_run.get("native") else "C id scan NOT BUILT"
     section.figures += [
         Figure(
             key="plan.users_per_s",
-            label="plan: users/s (1 core)",
+            label=f"plan: users/s (1 core, {scan})",
             value=users / cpu_s,
             unit="users/s",
             baseline=bare.lines_per_s,
@@ -64,6 +70,15 @@ def run_plan(ctx: BenchContext) -> Section:
             goal=Goal(
                 target=TIME_RATIO, at_least=False, on_ratio=True, text=f"<= {TIME_RATIO}x bare"
             ),
+        ),
+        Figure(
+            key="plan.python_ids_users_per_s",
+            label="plan: users/s, the ids read in Python",
+            value=users / python_run["cpu_s"],
+            unit="users/s",
+            baseline=users / cpu_s,
+            baseline_label=scan,
+            note="CALM_MAIL_NATIVE=0, one round: what a machine without a C compiler gets",
         ),
         Figure(
             key="plan.peak_rss_mb",

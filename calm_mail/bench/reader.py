@@ -50,10 +50,12 @@ def bare_parse(prefix: str) -> BareParse:
     return BareParse(lines=lines, mb=size / MB, cpu_s=time.process_time() - started)
 
 
-def peak_rss_mb(ctx: BenchContext, task: str, *args: str) -> tuple[float, dict[str, Any]]:
+def peak_rss_mb(
+    ctx: BenchContext, task: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[float, dict[str, Any]]:
     """Peak RSS of `task` in a fresh process, minus that of a process that only imports."""
     idle = ctx.remember("child:idle", lambda: run_child("idle"))
-    result = run_child(task, *args)
+    result = run_child(task, *args, env=env)
     return (result["peak_rss_kb"] - idle["peak_rss_kb"]) / 1024, result
 
 

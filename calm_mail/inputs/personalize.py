@@ -57,6 +57,7 @@ import orjson
 import simdjson
 
 from calm_mail.errors import InputError
+from calm_mail.inputs.idscan import IdScanner, native
 from calm_mail.inputs.sources import READ_ERRORS, list_prefix, open_source, read_error
 from calm_mail.records import Recommendation, SkipCounter
 
@@ -70,6 +71,8 @@ def iter_recommendations(
     known_items: Container[str] | None = None,
     wanted: Container[str] | None = None,
     scores: bool = True,
+    keep: frozenset[str] | None = None,
+    unfiltered: Container[str] = (),
 ) -> Iterator[Recommendation]:
     """Stream the usable lines of every ``*.out``/``*.out.gz`` part under `prefix`, in order.
 
@@ -77,6 +80,10 @@ def iter_recommendations(
     comes back as ``Recommendation(user_id, item_ids=(), unread=True)``. ``scores=False``
     leaves ``Recommendation.scores`` None (the planner ranks by position; reading 500 floats
     costs about as much as reading the 500 ids).
+    With `keep` (the rules' first step's set, `BoundRules.prefilter`), `known_items` and
+    ``scores=False``, a wanted line keeps only the ids in `keep`, in order, and says in
+    ``Recommendation.ahead`` how many others it had (`idscan`); the users in `unfiltered` (the
+    ones a trace explains) get their whole list.
     Raises `InputError` when the prefix holds no part file or a part cannot be read.
     `skips.seen()` is called once per non-blank line.
     """
@@ -90,8 +97,11 @@ def iter_recommendations(
     users: set[str] = set()
     if wanted is not None and skips.items_checked is None:
         skips.items_checked = 0
+    scanner = None
+    if keep is not None and isinstance(known, frozenset) and wanted is not None and not scores:
+        scanner = IdScanner(known, keep, native())
     for part in parts:
-        yield from _read_part(part, skips, known, users, wanted, scores)
+        yield from _read_part(part, skips, known, users, wanted, scores, scanner, unfiltered)
 
 
 def _as_set(known: Container[str] | None) -> Container[str] | None:
@@ -118,6 +128,8 @@ def _read_part(
     users: set[str],
     wanted: Container[str] | None,
     with_scores: bool,
+    scanner: IdScanner | None = None,
+    unfiltered: Container[str] = (),
 ) -> Iterator[Recommendation]:
     # One parser per part, reused for every line: simdjson keeps its buffers. A parser may only
     # parse again once the proxies of the last document are gone; `_line` keeps them local.
@@ -139,7 +151,12 @@ def _read_part(
                         users.add(shape[0])
                         yield Recommendation(user_id=shape[0], item_ids=(), unread=True)
                     continue
-                rec = _usual_items(raw, shape, known) if shape and read_usual else None
+                rec = None
+                if shape is not None and read_usual:
+                    if scanner is not None and shape[0] not in unfiltered:
+                        rec = _scanned(raw, shape, scanner)
+                    else:
+                        rec = _usual_items(raw, shape, known)
                 dropped: tuple[str, ...] = ()
                 if rec is not None:  # the usual line, its ids all known: read without scores
                     reason, user_id = None, rec.user_id
@@ -158,7 +175,8 @@ def _read_part(
                         if wanted is not None and (rec is None or not rec.unread):
                             skips.items_checked = (skips.items_checked or 0) + 1
                         if dropped or (known is not None and rec is not None and not rec.unread):
-                            skips.items_read += len(dropped) + (len(rec.item_ids) if rec else 0)
+                            read = len(rec.item_ids) + rec.ahead if rec else 0
+                            skips.items_read += len(dropped) + read
                             skips.unknown_ids.update(dropped)
                 if reason is not None:
                     skips.add(reason, f"{part}:{lineno}")
@@ -243,6 +261,20 @@ def _usual_items(raw: bytes, shape: tuple[str, int], known: frozenset[str]) -> A
     if type(ids) is not list or not ids or not _all_known(known, ids):
         return None
     return Recommendation(user_id=user_id, item_ids=tuple(ids))
+
+
+def _scanned(raw: bytes, shape: tuple[str, int], scanner: IdScanner) -> Any:
+    """`_usual_items` with the rules' first set filter applied as the ids are checked
+    (`IdScanner.scan`); None for any line the full parse must read."""
+    user_id, items_end = shape
+    if items_end < 0:
+        return None
+    start = len(_HEAD) + len(user_id) + len(_MIDDLE) - 2  # the "[" (the id is ASCII)
+    found = scanner.scan(raw, start, items_end)
+    if found is None:
+        return None
+    kept, total = found
+    return Recommendation(user_id=user_id, item_ids=tuple(kept), ahead=total - len(kept))
 
 
 def _line(

@@ -224,7 +224,11 @@ def plan_user(
     view = UserView.of(user, ctx.completed.get(user.user_id, _EMPTY), ctx.edition, trace=explain)
     steps: list[TraceStep] | None = [] if explain else None
     candidates = ctx.sources.candidates(source, user, rec)
-    items = ctx.rules.apply(candidates, view, steps) if candidates else []
+    # the ids a reader dropped ahead with the rules' first step (`BoundRules.prefilter`)
+    ahead = rec.ahead if rec is not None and source is ContentSource.PERSONALIZE else 0
+    items = (
+        ctx.rules.apply(candidates or (), view, steps, ahead=ahead) if candidates or ahead else []
+    )
     fallback, why = False, ""
     fb_steps: list[TraceStep] | None = None
     if len(items) < ctx.rules.min_items and source is not ContentSource.EDITORIAL:
@@ -568,7 +572,7 @@ def _plan_all(
     wanted = _decide_ahead(ctx, audience)
     reads_personalize = any(a.source is ContentSource.PERSONALIZE for a in campaign.experiment.arms)
     if reads_personalize:
-        for rec in _recommendations(campaign, ed, inputs, wanted):
+        for rec in _recommendations(campaign, ed, inputs, wanted, ctx.rules.prefilter(), traced):
             user = audience.get(rec.user_id)
             if user is not None and rec.user_id not in done:
                 done.add(rec.user_id)
@@ -602,8 +606,15 @@ def _decide_ahead(ctx: PlanContext, audience: Mapping[str, User]) -> set[str]:
 
 
 def _recommendations(
-    campaign: Campaign, ed: Edition, inputs: _Inputs, wanted: Collection[str]
+    campaign: Campaign,
+    ed: Edition,
+    inputs: _Inputs,
+    wanted: Collection[str],
+    keep: frozenset[str] | None,
+    traced: Collection[str],
 ) -> Iterator[Recommendation]:
+    """The Personalize lines, the wanted ones with the rules' first set filter applied ahead
+    (`keep`), except for the users a trace explains."""
     from calm_mail.inputs import iter_recommendations
 
     return iter_recommendations(
@@ -612,6 +623,8 @@ def _recommendations(
         known_items=inputs.catalog.keys(),
         wanted=wanted,
         scores=False,
+        keep=keep,
+        unfiltered=traced,
     )
 
 

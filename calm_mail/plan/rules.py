@@ -587,14 +587,35 @@ class BoundRules:
         names = dict.fromkeys(name for name, _ in self.steps)
         return {n: self.dropped_by_step[n] for n in names if self.dropped_by_step.get(n)}
 
+    def prefilter(self) -> frozenset[str] | None:
+        """The set the first step keeps, when it is a plain set filter for anyone (``only_new``,
+        or the catalog check put first): a reader may apply it ahead, see `apply`'s `ahead`."""
+        judge = per_item(self.steps[0][1]) if self.steps else None
+        if judge is None or judge.keeps is None or judge.profile is not _anyone:
+            return None
+        return judge.keeps
+
     def apply(
-        self, candidates: Sequence[str], view: UserView, trace: list[TraceStep] | None = None
+        self,
+        candidates: Sequence[str],
+        view: UserView,
+        trace: list[TraceStep] | None = None,
+        *,
+        ahead: int = 0,
     ) -> list[str]:
         """Run every step, then the hard guards. Appends one TraceStep per step to `trace`.
 
         Without a trace, a run of steps that judge each item on its own is applied in one
         pass (`_Fused`): same items, same order, same drops counted to the same step.
+        `ahead` is how many candidates a reader already dropped with `prefilter` (they were
+        left out of `candidates`); they are counted to the first step, which dropped them. A
+        trace needs the whole list: a traced user's candidates are never filtered ahead.
         """
+        if ahead:
+            if trace is not None:
+                raise ValueError("a traced user's candidates must not be filtered ahead")
+            name = self.steps[0][0]
+            self.dropped_by_step[name] = self.dropped_by_step.get(name, 0) + ahead
         fused = self._fused
         if fused is None or trace is not None or view.dropped is not None:
             return self._apply_steps(self.steps, list(candidates), view, trace)

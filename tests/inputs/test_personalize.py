@@ -322,27 +322,48 @@ USUAL_LINES = [
 ]
 
 
+USERS = ["u1", "u2", "a", "b", "", "0"]
+
+
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     lines=st.lists(junk_line | st.sampled_from(USUAL_LINES)),
-    wanted=st.sets(st.sampled_from(["u1", "u2", "a", "b", "", "0"])),
+    wanted=st.sets(st.sampled_from(USERS)),
     scores=st.booleans(),
+    keep=st.none() | st.frozensets(st.sampled_from(sorted(KNOWN))),
+    unfiltered=st.sets(st.sampled_from(USERS)),
 )
 def test_wanted_users_read_exactly_as_a_full_read_and_others_only_checked(
-    tmp_path: Path, lines: list[bytes], wanted: set[str], scores: bool
+    tmp_path: Path,
+    lines: list[bytes],
+    wanted: set[str],
+    scores: bool,
+    keep: frozenset[str] | None,
+    unfiltered: set[str],
 ) -> None:
     path = tmp_path / "junk.out"
     path.write_bytes(b"\n".join(lines) + b"\n")
     full, full_skips = read(path, known_items=KNOWN, scores=scores)
-    part, part_skips = read(path, known_items=KNOWN, wanted=wanted, scores=scores)
+    part, part_skips = read(
+        path, known_items=KNOWN, wanted=wanted, scores=scores, keep=keep, unfiltered=unfiltered
+    )
     firsts = _first_good_lines(lines)  # user -> its first structurally good line's items
     # the same lines are counted and the same structural problems found
     assert part_skips.total == full_skips.total
     assert _structural(part_skips) == _structural(full_skips)
-    # wanted users get exactly what a full read gives them
-    assert [r for r in part if not r.unread] == [r for r in full if r.user_id in wanted]
+    # wanted users get exactly what a full read gives them, or, with `keep`, what the rules'
+    # first step would leave of it, with the count of the rest
+    got = [r for r in part if not r.unread]
+    expected = [r for r in full if r.user_id in wanted]
+    assert [r.user_id for r in got] == [r.user_id for r in expected]
+    for r, e in zip(got, expected, strict=True):
+        if keep is None or scores or r.user_id in unfiltered or not r.ahead:
+            assert r == e
+        else:
+            assert r.item_ids == tuple(i for i in e.item_ids if i in keep)
+            assert len(r.item_ids) + r.ahead == len(e.item_ids) and r.scores is None
     # every other user with a good line comes back unread, with no items, once
     unread = [r for r in part if r.unread]
     assert [r.user_id for r in unread] == [u for u in firsts if u not in wanted]
@@ -381,6 +402,31 @@ def _first_good_lines(lines: list[bytes]) -> dict[str, list[object]]:
         if isinstance(items, list) and items and isinstance(user, str) and user:
             firsts.setdefault(user, items)
     return firsts
+
+
+def test_a_wanted_line_keeps_only_what_the_rules_first_step_keeps(tmp_path: Path) -> None:
+    path = tmp_path / "p.out"
+    path.write_bytes(
+        line("u1", ["i1", "i2", "i3", "i2"])
+        + line("u2", ["i3", "i1"])
+        + line("u3", ["i2", "zz"])  # an unknown id: read in full, the unknown one dropped
+        + line("u4", ["i2", "i1"])
+    )
+    recs, skips = read(
+        path,
+        known_items=KNOWN,
+        wanted={"u1", "u2", "u3", "u4"},
+        scores=False,
+        keep=frozenset({"i2"}),
+        unfiltered={"u4"},  # a traced user: the whole list
+    )
+    assert [(r.user_id, r.item_ids, r.ahead) for r in recs] == [
+        ("u1", ("i2", "i2"), 2),
+        ("u2", (), 2),
+        ("u3", ("i2",), 0),
+        ("u4", ("i2", "i1"), 0),
+    ]
+    assert skips.items_read == 4 + 2 + 2 + 2 and skips.unknown_dropped == 1
 
 
 def test_scores_are_left_out_when_not_asked_for(data_dir: Path) -> None:

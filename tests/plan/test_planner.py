@@ -334,8 +334,10 @@ def test_plan_against_the_real_ledger(root: Path, ledger: Ledger) -> None:
 def test_reading_only_the_wanted_users_items_plans_exactly_as_a_full_read(
     tmp_path: Path,
 ) -> None:
-    """The planner reads Personalize items only for eligible users in a personalize arm; the
-    plan must be the one made from every line read in full."""
+    """The planner reads Personalize items only for eligible users in a personalize arm, and
+    applies the rules' first set filter (``only_new``) as it reads them (`idscan`); the plan,
+    and the items counted as dropped by each step, must be those made from every line read in
+    full."""
     from calm_mail.bench.data import bench_campaign
     from calm_mail.edition import Edition
     from calm_mail.inputs import iter_recommendations
@@ -365,9 +367,15 @@ def test_reading_only_the_wanted_users_items_plans_exactly_as_a_full_read(
     assert result.exclusions == tuple(
         sorted((o for o in reference if isinstance(o, Exclusion)), key=lambda x: x.user_id)
     )
+    assert ctx.rules.prefilter() is not None  # the bench's rules start with only_new
+    assert result.summary.dropped_by_step == ctx.rules.drops_in_order()
+    assert result.summary.dropped_by_step["only_new"] > 0
     skips = result.summary.skips["recommendations"]
     personalized = sum(1 for d in result.deliveries if d.source is ContentSource.PERSONALIZE)
     assert personalized > 0 and skips["items_checked"] < skips["total"]
+    wanted = planner._decide_ahead(ctx, inputs.audience)
+    read_in_full = sum(len(r.item_ids) for uid, r in full.items() if uid in wanted)
+    assert skips["items_read"] == read_in_full
 
 
 def test_a_plan_makes_no_reference_cycles_per_user(tmp_path: Path) -> None:

@@ -224,10 +224,14 @@ def test_the_one_pass_path_equals_the_steps_one_by_one(
 ) -> None:
     # The untraced path judges runs of per-item steps together and remembers verdicts per
     # profile; the traced path runs each step on the list. Same items, same order, same drop
-    # counts per step, for several users in a row on one bound rule set.
+    # counts per step, for several users in a row on one bound rule set. And with the first
+    # step's set applied ahead by the reader (`prefilter`, `apply(ahead=...)`): the same too.
     catalog = case[0]
     data = EditionData.build(EDITION.key, EDITION.send_date, catalog)
     fast, slow = rules.bind(data, Content()), rules.bind(data, Content())
+    ahead = rules.bind(data, Content())
+    keep = ahead.prefilter()
+    assert keep is not None  # only_new, or the catalog check put first
     ids = sorted(catalog)
     users = [case[1:]] + [(p, [i for i in c if i in catalog], d & set(ids)) for _, p, c, d in more]
     for person, candidates, completed in users:
@@ -239,6 +243,28 @@ def test_the_one_pass_path_equals_the_steps_one_by_one(
         assert quick == full
         assert fast.dropped_by_step == slow.dropped_by_step
         assert fast.guard_hits == slow.guard_hits
+        kept = [i for i in candidates if i in keep]
+        view = UserView.of(person, completed, EDITION.key)
+        assert ahead.apply(kept, view, ahead=len(candidates) - len(kept)) == full
+        assert ahead.dropped_by_step == slow.dropped_by_step
+
+
+def test_the_first_set_filter_is_offered_ahead_and_counted_for_its_step() -> None:
+    catalog = {"new": item("new"), "old": item("old", created=OLD)}
+    data = EditionData.build(EDITION.key, EDITION.send_date, catalog)
+    bound = SHIPPED.bind(data, Content())
+    assert bound.steps[0][0] == "only_new" and bound.prefilter() == frozenset({"new"})
+    reader = user("u1")
+    bound.apply(["new"], UserView.of(reader, frozenset(), EDITION.key), ahead=3)
+    assert bound.dropped_by_step == {"only_new": 3}
+    trace: list[TraceStep] = []
+    with pytest.raises(ValueError, match="traced"):
+        bound.apply(
+            ["new"], UserView.of(reader, frozenset(), EDITION.key, trace=True), trace, ahead=1
+        )
+    no_new = RuleSet(path="r", steps=tuple(s for s in SHIPPED.steps if s.name != "only_new"))
+    first = no_new.bind(data, Content())
+    assert first.steps[0][0] == "in_catalog" and first.prefilter() == frozenset(catalog)
 
 
 def test_the_one_pass_path_keeps_english_after_the_users_language() -> None:

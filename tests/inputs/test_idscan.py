@@ -1,0 +1,217 @@
+"""The C id scan (`idscan.c`) against its Python version, on plain arrays and on junk."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from calm_mail.inputs import idscan
+from calm_mail.inputs.idscan import MAX_KEPT, IdScanner
+
+# Catalog ids as they come: short and long (one 8-byte word and more; two that share their
+# first 8 bytes), non-ASCII, and ids JSON must escape (kept out of the C table)
+CATALOG = [
+    "1",
+    "42",
+    "93586",
+    "meditation-0001",
+    "meditation-0002",
+    "sleepstory-ünïcode",
+    "雨の音",
+    'say "om"',
+    "back\\slash",
+    "tab\there",
+    "",
+]
+KEEP = frozenset(["42", "meditation-0002", "雨の音", 'say "om"', ""])
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
+    """The library built from this tree's C file, into a folder of the test's own."""
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        if os.environ.get("CI"):
+            pytest.fail("no C compiler in CI: the plan's id scan cannot be built")
+        pytest.skip("no C compiler")
+    folder = tmp_path_factory.mktemp("idscan")
+    loaded = idscan.load(idscan.build(folder))
+    assert loaded is not None
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def scanner(lib: ctypes.CDLL) -> IdScanner:
+    found = IdScanner(frozenset(CATALOG), KEEP, lib)
+    assert found.is_native
+    return found
+
+
+def raw_scan(scanner: IdScanner, raw: bytes) -> int:
+    """What the C function itself returns for the whole of `raw`."""
+    return int(scanner._scan(scanner._table, raw, 0, len(raw), scanner._out, MAX_KEPT))
+
+
+def array(ids: list[str]) -> bytes:
+    return orjson.dumps(ids)
+
+
+plain_ids = st.sampled_from([i for i in CATALOG if idscan._plain(i) is not None])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ids=st.lists(plain_ids, min_size=1, max_size=40))
+def test_a_plain_array_of_known_ids_is_read_in_c_as_python_reads_it(
+    scanner: IdScanner, ids: list[str]
+) -> None:
+    raw = array(ids)
+    assert raw_scan(scanner, raw) == len(ids)  # the C walk took it, no fallback
+    found = scanner.scan(raw, 0, len(raw))
+    assert found == scanner.scan_python(raw, 0, len(raw))
+    assert found == ([i for i in ids if i in KEEP], len(ids))
+
+
+junk_bytes = st.sampled_from([b" ", b",", b'"', b"\\", b"]", b"[", b"\x00", b"\n", b"\xff", b"x"])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ids=st.lists(st.sampled_from(CATALOG) | st.text(max_size=12), min_size=0, max_size=12),
+    cut=st.integers(min_value=0, max_value=400),
+    junk=junk_bytes,
+    start=st.integers(min_value=0, max_value=3),
+)
+@example(ids=["42"], cut=0, junk=b" ", start=0)
+@example(ids=["42", "1"], cut=5, junk=b" ", start=0)  # whitespace: valid JSON, not plain
+@example(ids=['say "om"', "42"], cut=0, junk=b"", start=0)  # an escaped id: read by Python
+def test_on_any_bytes_the_c_scan_and_the_python_version_agree(
+    scanner: IdScanner, ids: list[str], cut: int, junk: bytes, start: int
+) -> None:
+    raw = array(ids)
+    cut = min(cut, len(raw))
+    raw = raw[:cut] + junk + raw[cut:]
+    start = min(start, len(raw))
+    assert scanner.scan(raw, start, len(raw)) == scanner.scan_python(raw, start, len(raw))
+
+
+@pytest.mark.parametrize(
+    ("raw", "returns"),
+    [
+        (b'["42","1"]', 2),
+        (b'["42", "1"]', -1),  # whitespace
+        (b'["\\u0034\\u0032"]', -1),  # an escape
+        (b"[]", -1),  # empty: the full parse counts it
+        (b'["42",]', -1),
+        (b'["42""1"]', -1),
+        (b'["42"', -1),
+        (b'"42"]', -1),
+        (b'["42"]x', -1),
+        (b'["4\x012"]', -1),  # a control character
+        (b'["42","nope"]', -2),  # unknown: the full path drops and counts it
+        (b'["meditation-0003"]', -2),  # shares its first 8 bytes with two known ids
+        (b'["meditation-000"]', -2),
+        (b'["\xe9"]', -2),  # not UTF-8: never a catalog id
+        (b'[""]', 1),
+    ],
+)
+def test_what_the_c_walk_takes_and_what_it_hands_back(
+    scanner: IdScanner, raw: bytes, returns: int
+) -> None:
+    assert raw_scan(scanner, raw) == returns
+    assert scanner.scan(raw, 0, len(raw)) == scanner.scan_python(raw, 0, len(raw))
+
+
+def test_more_kept_ids_than_the_buffer_holds_go_the_python_way(scanner: IdScanner) -> None:
+    ids = ["42", "1"] * (MAX_KEPT + 3)
+    raw = array(ids)
+    assert raw_scan(scanner, raw) == -3
+    found = scanner.scan(raw, 0, len(raw))
+    assert found is not None and found[0] == ["42"] * (MAX_KEPT + 3) and found[1] == len(ids)
+
+
+def test_the_kept_ids_are_the_catalogs_own_strings(scanner: IdScanner) -> None:
+    """Their hashes are already worked out: the rules' look-ups that follow cost less."""
+    raw = array(["meditation-0002", "42"])
+    found = scanner.scan(raw, 0, len(raw))
+    assert found is not None
+    own = {i: i for i in scanner._names}
+    assert all(k is own[k] for k in found[0])
+
+
+def test_an_offset_slice_of_a_longer_line_is_scanned(scanner: IdScanner) -> None:
+    raw = b'{"x":["42","1"],"y":["meditation-0002"]}'
+    start = raw.index(b"[")
+    assert scanner.scan(raw, start, raw.index(b"]") + 1) == (["42"], 2)
+    later = raw.index(b"[", start + 1)
+    assert scanner.scan(raw, later, len(raw) - 1) == (["meditation-0002"], 1)
+
+
+def test_the_library_is_named_by_its_source(tmp_path: Path) -> None:
+    """An edited C file is never shadowed by a library built from an older one."""
+    first = idscan.library_path(tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("_idscan-")
+    assert idscan.load(tmp_path / "_idscan-000000000000.so") is None  # not built: no library
+
+
+def test_the_library_make_builds_is_the_one_the_plan_loads() -> None:
+    """`make` builds it next to the module; in CI the plan must run the C scan."""
+    if idscan.native() is None:
+        if os.environ.get("CI") and os.environ.get("CALM_MAIL_NATIVE", "1") != "0":
+            pytest.fail(f"{idscan.library_path().name} is not built: run `make install`")
+        pytest.skip("the id scan library is not built")
+    assert idscan.library_path().exists()
+
+
+M64 = (1 << 64) - 1
+
+
+def _hash(raw: bytes) -> int:
+    """`hash` of idscan.c, to aim a collision (checked against the C one below)."""
+    h = 0x9E3779B97F4A7C15 ^ len(raw)
+    while True:
+        word = int.from_bytes(raw[:8].ljust(8, b"\0"), "little")
+        h = ((h ^ word) * 0xFF51AFD7ED558CCD) & M64
+        h ^= h >> 32
+        if len(raw) <= 8:
+            return h
+        raw = raw[8:]
+
+
+def _step(h: int, word: int) -> int:
+    h = ((h ^ word) * 0xFF51AFD7ED558CCD) & M64
+    return h ^ (h >> 32)
+
+
+def _colliding(known: bytes) -> bytes:
+    """A 24-byte plain id, not `known`, with `known`'s first 8 bytes and its hash: its second
+    word differs, and its third is the one that brings the hash back (the xor before each
+    multiply makes that word unique; some second word gives one with only plain ASCII)."""
+    words = [int.from_bytes(known[k : k + 8], "little") for k in (0, 8, 16)]
+    first = _step(0x9E3779B97F4A7C15 ^ 24, words[0])
+    target = _step(first, words[1])
+    for n in range(1_000_000):
+        second = f"{n:07d}"[::-1].encode() + b"k"  # the digit that changes most in the low byte
+        mid = _step(first, int.from_bytes(second, "little"))
+        third = (mid ^ target ^ words[2]).to_bytes(8, "little")
+        if all(0x20 <= b < 0x7F and b not in b'"\\' for b in third):
+            return known[:8] + second + third
+    raise AssertionError("no plain colliding id found")
+
+
+def test_two_ids_with_one_hash_and_one_head_are_told_apart_by_their_bytes(
+    lib: ctypes.CDLL,
+) -> None:
+    known = b"meditation-sleep-0000001"  # 24 bytes: three words
+    other = _colliding(known)
+    assert other != known and other[:8] == known[:8] and len(other) == 24
+    assert lib.idscan_hash(known, 24) == _hash(known) == _hash(other) == lib.idscan_hash(other, 24)
+    scanner = IdScanner(frozenset([known.decode()]), frozenset([known.decode()]), lib)
+    assert raw_scan(scanner, b'["' + known + b'"]') == 1
+    assert raw_scan(scanner, b'["' + other + b'"]') == -2  # same hash and head, not the same id
+    assert scanner.scan(b'["' + other + b'"]', 0, 28) is None
