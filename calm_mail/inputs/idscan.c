@@ -38,24 +38,43 @@ typedef struct {
     char *keys;
 } idtable;
 
-/* Up to 8 bytes of p, zero-padded, as one word: ids are short, so most fit in one. */
-static uint64_t word(const unsigned char *p, int64_t n) {
+static const uint64_t LOW[9] = {0, 0xff, 0xffff, 0xffffff, 0xffffffff, 0xffffffffffULL,
+                                 0xffffffffffffULL, 0xffffffffffffffULL, ~0ULL};
+
+/* Up to 8 bytes of p, zero-padded, as one word: ids are short, so most fit in one. `room` is
+ * how many bytes may be read from p: with 8, one load and a mask. */
+static inline uint64_t word_in(const unsigned char *p, int64_t n, int64_t room) {
     uint64_t w = 0;
-    memcpy(&w, p, (size_t)(n < 8 ? n : 8));
+    int64_t k = n < 8 ? n : 8;
+    if (room >= 8) {
+        memcpy(&w, p, 8);
+        return w & LOW[k];
+    }
+    memcpy(&w, p, (size_t)k);
     return w;
 }
 
+static uint64_t word(const unsigned char *p, int64_t n) { return word_in(p, n, n); }
+
 /* A multiply-rotate hash over 8-byte words (the table is private to this process; this only
  * has to spread the ids, not resist anyone choosing them: a collision costs a compare). */
+#define SEED 0x9e3779b97f4a7c15ULL
+#define MIX 0xff51afd7ed558ccdULL
+
+static inline uint64_t step(uint64_t h, uint64_t w) {
+    h = (h ^ w) * MIX;
+    return h ^ (h >> 32);
+}
+
+/* The hash of p[0:n] whose first word is w0 (`room` bytes readable from p). */
+static inline uint64_t hash_from(const unsigned char *p, int64_t n, int64_t room, uint64_t w0) {
+    uint64_t h = step(SEED ^ (uint64_t)n, w0);
+    for (int64_t k = 8; k < n; k += 8) h = step(h, word_in(p + k, n - k, room - k));
+    return h;
+}
+
 static uint64_t hash(const unsigned char *p, int64_t n) {
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
-    for (;;) {
-        h = (h ^ word(p, n)) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-        if (n <= 8) return h;
-        p += 8;
-        n -= 8;
-    }
+    return hash_from(p, n, n, word(p, n));
 }
 
 int64_t idscan_abi(void) { return IDSCAN_ABI; }
@@ -100,9 +119,10 @@ void idscan_free(idtable *t) {
     free(t);
 }
 
-static const slot *find(const idtable *t, const unsigned char *p, int64_t n) {
-    uint64_t h = hash(p, n);
-    uint64_t head = word(p, n);
+/* The slot of the id p[0:n] whose first word is head (`room` bytes readable from p), or NULL. */
+static inline const slot *find(const idtable *t, const unsigned char *p, int64_t n, int64_t room,
+                               uint64_t head) {
+    uint64_t h = hash_from(p, n, room, head);
     for (uint64_t i = h & t->mask;; i = (i + 1) & t->mask) {
         const slot *s = &t->slots[i];
         if (s->index < 0) return NULL;
@@ -112,10 +132,20 @@ static const slot *find(const idtable *t, const unsigned char *p, int64_t n) {
     }
 }
 
-/* Scan buf[start:end], which must be exactly a compact non-empty JSON array of strings with no
- * escape or control character: ["a","b",...]. Returns the number of ids, and writes the
- * positions of the kept ones, in order, to out[1..], their count to out[0] (at most cap).
- * Returns NOT_PLAIN, UNKNOWN or TOO_MANY otherwise (out is then undefined). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define QUOTES 0x2222222222222222ULL
+
+/* Scan buf[start:end], which must be exactly a compact non-empty JSON array of strings:
+ * ["a","b",...]. Returns the number of ids, and writes the positions of the kept ones, in
+ * order, to out[1..], their count to out[0] (at most cap). Returns NOT_PLAIN, UNKNOWN or
+ * TOO_MANY otherwise (out is then undefined).
+ *
+ * An id runs to the next quote. That is the whole JSON string unless the string holds an
+ * escape; then the bytes up to that quote end in a backslash, and no catalog id in the table
+ * holds a backslash (nor a quote or a control character: `IdScanner` leaves those out), so the
+ * walk stops there with UNKNOWN and the caller reads the line in full. So every id matched is
+ * a plain JSON string equal to a catalog id, and every id before it was one too. */
 int64_t idscan_scan(const idtable *t, const char *buf, int64_t start, int64_t end, int32_t *out,
                     int64_t cap) {
     const unsigned char *p = (const unsigned char *)buf + start;
@@ -125,13 +155,26 @@ int64_t idscan_scan(const idtable *t, const char *buf, int64_t start, int64_t en
     int64_t total = 0, kept = 0;
     for (;;) {
         if (*p != '"') return NOT_PLAIN;
-        const unsigned char *q = ++p;
-        while (q < stop && *q != '"') {
-            if (*q == '\\' || *q < 0x20) return NOT_PLAIN;
-            q++;
+        p++;
+        const unsigned char *q = NULL;
+        uint64_t head = 0;
+        if (stop - p >= 8) { /* the closing quote among the next 8 bytes, found in one word */
+            uint64_t w;
+            memcpy(&w, p, 8);
+            uint64_t x = w ^ QUOTES; /* a quote byte becomes zero */
+            uint64_t zero = (x - ONES) & ~x & HIGHS; /* exact up to the first zero byte */
+            if (zero) {
+                int64_t n = __builtin_ctzll(zero) >> 3;
+                q = p + n;
+                head = w & LOW[n];
+            }
         }
-        if (q >= stop) return NOT_PLAIN;
-        const slot *s = find(t, p, q - p);
+        if (!q) { /* a long id, or one near the end */
+            q = memchr(p, '"', (size_t)(stop - p));
+            if (!q) return NOT_PLAIN;
+            head = word_in(p, q - p, stop - p);
+        }
+        const slot *s = find(t, p, q - p, stop - p, head);
         if (!s) return UNKNOWN;
         if (s->keep) {
             if (kept >= cap) return TOO_MANY;

@@ -167,15 +167,14 @@ class IdScanner:
     def scan(self, raw: bytes, start: int, end: int) -> tuple[list[str], int] | None:
         """(the kept ids in order, how many ids) of ``raw[start:end]``, a JSON array of ids all
         in `known`; None for anything else (not a non-empty array of strings, an unknown id),
-        which the caller reads in full."""
+        which the caller reads in full. Always what `scan_python` returns."""
         if self._table is not None:
             total = self._scan(self._table, raw, start, end, self._out, MAX_KEPT)
             if total > 0:
                 out = self._out
                 names = self._names
                 return [names[k] for k in out[1 : out[0] + 1]], total
-            if total == -2:  # an unknown id: the full path drops and counts it
-                return None
+        # not plain, an id the table lacks (unknown, or escaped), too many kept: the Python way
         return self.scan_python(raw, start, end)
 
     def scan_python(self, raw: bytes, start: int, end: int) -> tuple[list[str], int] | None:

@@ -21,6 +21,8 @@ CATALOG = [
     "1",
     "42",
     "93586",
+    "calm-07",  # 7 and 8 bytes: the closing quote inside and just past the first word
+    "sleep-08",
     "meditation-0001",
     "meditation-0002",
     "sleepstory-ünïcode",
@@ -105,19 +107,24 @@ def test_on_any_bytes_the_c_scan_and_the_python_version_agree(
     [
         (b'["42","1"]', 2),
         (b'["42", "1"]', -1),  # whitespace
-        (b'["\\u0034\\u0032"]', -1),  # an escape
+        (b'["\\u0034\\u0032"]', -2),  # an escape: "\u0034\u0032" is in no table
         (b"[]", -1),  # empty: the full parse counts it
         (b'["42",]', -1),
         (b'["42""1"]', -1),
         (b'["42"', -1),
         (b'"42"]', -1),
         (b'["42"]x', -1),
-        (b'["4\x012"]', -1),  # a control character
+        (b'["4\x012"]', -2),  # a control character: in no table either
         (b'["42","nope"]', -2),  # unknown: the full path drops and counts it
         (b'["meditation-0003"]', -2),  # shares its first 8 bytes with two known ids
         (b'["meditation-000"]', -2),
         (b'["\xe9"]', -2),  # not UTF-8: never a catalog id
         (b'[""]', 1),
+        (b'["calm-07","sleep-08","1"]', 3),
+        (b'["x\\"","42"]', -2),  # an escaped quote: the walk stops at "x\\", in no table
+        (b'["42\\",\\"1"]', -2),  # one string, 42","1, not two ids
+        (b'[""42""]', -1),
+        (b'["a\\\\"]', -2),
     ],
 )
 def test_what_the_c_walk_takes_and_what_it_hands_back(
