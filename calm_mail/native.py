@@ -1,23 +1,20 @@
 """``python -m calm_mail.native``: build the optional C part, the plan's id scan (`idscan`).
 
-`make` runs this. Without a C compiler the plan still runs, reading the ids in Python (slower:
-see README, "Performance"); this says so and exits 0.
+`make` runs this. Without a C compiler (or Python's headers) the plan still runs, reading the
+ids in Python (slower: see README, "Performance"); this says so and exits 0.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 from calm_mail.inputs import idscan
 
 
 def main() -> int:
-    try:
-        path = idscan.build()
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = str(getattr(exc, "stderr", "") or exc).strip()
-        print(f"calm-mail: the id scan is not built ({detail}); the plan reads ids in Python")
+    path, why = idscan.build_or_explain()
+    if path is None:
+        print(f"calm-mail: the id scan is not built ({why}); the plan reads ids in Python")
         return 0
     print(f"calm-mail: id scan {path.name}")
     return 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import orjson
 import pytest
@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from calm_mail.inputs import idscan
-from calm_mail.inputs.idscan import MAX_KEPT, IdScanner
+from calm_mail.inputs.idscan import IdScanner
+from calm_mail.inputs.personalize import _shape
 
 # Catalog ids as they come: short and long (one 8-byte word and more; two that share their
 # first 8 bytes), non-ASCII, and ids JSON must escape (kept out of the C table)
@@ -36,8 +37,8 @@ KEEP = frozenset(["42", "meditation-0002", "雨の音", 'say "om"', ""])
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
-    """The library built from this tree's C file, into a folder of the test's own."""
+def lib(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """The module built from this tree's C file, into a folder of the test's own."""
     if shutil.which(os.environ.get("CC", "cc")) is None:
         if os.environ.get("CI"):
             pytest.fail("no C compiler in CI: the plan's id scan cannot be built")
@@ -49,15 +50,15 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
 
 
 @pytest.fixture(scope="module")
-def scanner(lib: ctypes.CDLL) -> IdScanner:
+def scanner(lib: ModuleType) -> IdScanner:
     found = IdScanner(frozenset(CATALOG), KEEP, lib)
     assert found.is_native
     return found
 
 
 def raw_scan(scanner: IdScanner, raw: bytes) -> int:
-    """What the C function itself returns for the whole of `raw`."""
-    return int(scanner._scan(scanner._table, raw, 0, len(raw), scanner._out, MAX_KEPT))
+    """What the C walk itself makes of the whole of `raw`."""
+    return scanner.walk(raw, 0, len(raw))
 
 
 def array(ids: list[str]) -> bytes:
@@ -76,7 +77,7 @@ def test_a_plain_array_of_known_ids_is_read_in_c_as_python_reads_it(
     assert raw_scan(scanner, raw) == len(ids)  # the C walk took it, no fallback
     found = scanner.scan(raw, 0, len(raw))
     assert found == scanner.scan_python(raw, 0, len(raw))
-    assert found == ([i for i in ids if i in KEEP], len(ids))
+    assert found == (tuple(i for i in ids if i in KEEP), len(ids))
 
 
 junk_bytes = st.sampled_from([b" ", b",", b'"', b"\\", b"]", b"[", b"\x00", b"\n", b"\xff", b"x"])
@@ -134,12 +135,13 @@ def test_what_the_c_walk_takes_and_what_it_hands_back(
     assert scanner.scan(raw, 0, len(raw)) == scanner.scan_python(raw, 0, len(raw))
 
 
-def test_more_kept_ids_than_the_buffer_holds_go_the_python_way(scanner: IdScanner) -> None:
-    ids = ["42", "1"] * (MAX_KEPT + 3)
+def test_more_kept_ids_than_the_buffer_holds_go_the_python_way(
+    scanner: IdScanner, lib: ModuleType
+) -> None:
+    ids = ["42", "1"] * (lib.MAX_KEPT + 3)
     raw = array(ids)
     assert raw_scan(scanner, raw) == -3
-    found = scanner.scan(raw, 0, len(raw))
-    assert found is not None and found[0] == ["42"] * (MAX_KEPT + 3) and found[1] == len(ids)
+    assert scanner.scan(raw, 0, len(raw)) == (("42",) * (lib.MAX_KEPT + 3), len(ids))
 
 
 def test_the_kept_ids_are_the_catalogs_own_strings(scanner: IdScanner) -> None:
@@ -147,23 +149,28 @@ def test_the_kept_ids_are_the_catalogs_own_strings(scanner: IdScanner) -> None:
     raw = array(["meditation-0002", "42"])
     found = scanner.scan(raw, 0, len(raw))
     assert found is not None
-    own = {i: i for i in scanner._names}
-    assert all(k is own[k] for k in found[0])
+    own = {i: i for i in scanner.known}
+    assert found[0] == ("meditation-0002", "42") and all(k is own[k] for k in found[0])
 
 
 def test_an_offset_slice_of_a_longer_line_is_scanned(scanner: IdScanner) -> None:
     raw = b'{"x":["42","1"],"y":["meditation-0002"]}'
     start = raw.index(b"[")
-    assert scanner.scan(raw, start, raw.index(b"]") + 1) == (["42"], 2)
+    assert scanner.scan(raw, start, raw.index(b"]") + 1) == (("42",), 2)
     later = raw.index(b"[", start + 1)
-    assert scanner.scan(raw, later, len(raw) - 1) == (["meditation-0002"], 1)
+    assert scanner.scan(raw, later, len(raw) - 1) == (("meditation-0002",), 1)
+    with pytest.raises(IndexError):
+        scanner.walk(raw, 5, len(raw) + 1)  # never read past the bytes
 
 
-def test_the_library_is_named_by_its_source(tmp_path: Path) -> None:
-    """An edited C file is never shadowed by a library built from an older one."""
+def test_the_module_is_named_by_its_source_and_this_python(tmp_path: Path) -> None:
+    """An edited C file, or another Python, never loads a module built from an older one."""
+    import importlib.machinery
+
     first = idscan.library_path(tmp_path)
     assert first.parent == tmp_path and first.name.startswith("_idscan-")
-    assert idscan.load(tmp_path / "_idscan-000000000000.so") is None  # not built: no library
+    assert first.name.endswith(importlib.machinery.EXTENSION_SUFFIXES[0])
+    assert idscan.load(tmp_path / "_idscan-000000000000.so") is None  # not built: no module
 
 
 def test_the_library_make_builds_is_the_one_the_plan_loads() -> None:
@@ -171,7 +178,7 @@ def test_the_library_make_builds_is_the_one_the_plan_loads() -> None:
     if idscan.native() is None:
         if os.environ.get("CI") and os.environ.get("CALM_MAIL_NATIVE", "1") != "0":
             pytest.fail(f"{idscan.library_path().name} is not built: run `make install`")
-        pytest.skip("the id scan library is not built")
+        pytest.skip("the id scan module is not built")
     assert idscan.library_path().exists()
 
 
@@ -212,13 +219,62 @@ def _colliding(known: bytes) -> bytes:
 
 
 def test_two_ids_with_one_hash_and_one_head_are_told_apart_by_their_bytes(
-    lib: ctypes.CDLL,
+    lib: ModuleType,
 ) -> None:
     known = b"meditation-sleep-0000001"  # 24 bytes: three words
     other = _colliding(known)
     assert other != known and other[:8] == known[:8] and len(other) == 24
-    assert lib.idscan_hash(known, 24) == _hash(known) == _hash(other) == lib.idscan_hash(other, 24)
+    assert lib.hash(known) == _hash(known) == _hash(other) == lib.hash(other)
     scanner = IdScanner(frozenset([known.decode()]), frozenset([known.decode()]), lib)
     assert raw_scan(scanner, b'["' + known + b'"]') == 1
     assert raw_scan(scanner, b'["' + other + b'"]') == -2  # same hash and head, not the same id
     assert scanner.scan(b'["' + other + b'"]', 0, 28) is None
+
+
+# --------------------------------------------------------------------------- the line's shape
+
+_SHAPE_FRAGMENTS = st.sampled_from(
+    [b" ", b'"error":"x",', b'"error":null,', b',"error":1', b"\\", b'"', b"}", b"{", b"]",
+     b"[", b"\r", b"\n", b"\x01", b"\x7f", "é".encode(), b'"userId":"z",', b"null", b'""',
+     b',"scores":[1]', b":", b"\\u0041"]
+)  # fmt: skip
+
+
+def _line(user: str, items: list[str], scores: bool) -> bytes:
+    output: dict[str, object] = {"recommendedItems": items}
+    if scores:
+        output["scores"] = [0.5] * len(items)
+    return orjson.dumps({"input": {"userId": user}, "output": output, "error": None}) + b"\n"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    user=st.text(max_size=6),
+    items=st.lists(st.sampled_from(["i1", "i2", "zz"]), max_size=3),
+    scores=st.booleans(),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), _SHAPE_FRAGMENTS), max_size=3),
+    tail=st.sampled_from([b"\n", b"\r\n", b"", b"x"]),
+)
+def test_the_c_shape_is_the_python_shape(
+    lib: ModuleType,
+    user: str,
+    items: list[str],
+    scores: bool,
+    cuts: list[tuple[int, bytes]],
+    tail: bytes,
+) -> None:
+    raw = _line(user, items, scores)
+    for at, fragment in cuts:
+        at %= len(raw) + 1
+        raw = raw[:at] + fragment + raw[at:]
+    raw = raw.removesuffix(b"\n") + tail
+    assert lib.shape(raw) == _shape(raw)
+    half = raw[: len(raw) // 2]
+    assert lib.shape(half) == _shape(half)
+
+
+def test_the_c_shape_on_usual_short_and_empty_lines(lib: ModuleType) -> None:
+    usual = _line("u1", ["i1"], True)
+    assert lib.shape(usual) == _shape(usual) == ("u1", usual.index(b',"scores"'))
+    for raw in [b"", b"\n", b"{", b'{"input":{"userId":"', b'{"input":{"userId":""']:
+        assert lib.shape(raw) is None and _shape(raw) is None
