@@ -9,8 +9,8 @@ Two versions of each that must agree (hypothesis tests hold them together):
 
 - `idscan.c`, the extension module ``_idscan`` when built: one walk of the array's bytes and
   one hash-table look-up per id, no Python object but the kept ids (the catalog's own
-  strings); measured on the bench's lines, ~4 µs against ~35 µs for the Python version. Its
-  shape check costs ~0.4 µs a line against ~1.5 µs.
+  strings); measured on the bench's lines, ~6 µs a line of 500 ids against ~33 µs for the
+  Python version. Its shape check costs ~0.5 µs a line against ~2.2 µs.
 - the Python versions (orjson, `frozenset.issuperset`, `filter`; personalize.py's `_shape`),
   used when the module is not built, when ``CALM_MAIL_NATIVE=0`` is set, and for any array
   the C walk does not call plain.
@@ -97,6 +97,14 @@ def native() -> ModuleType | None:
     return _MODULE
 
 
+def all_known(known: frozenset[str], items: list[Any]) -> bool:
+    """Every one of `items` is in `known` (False for an unhashable junk value)."""
+    try:
+        return known.issuperset(items)
+    except TypeError:  # a list or an object among the ids
+        return False
+
+
 def _plain(item_id: str) -> bytes | None:
     """The UTF-8 bytes a compact JSON array holds for `item_id` unescaped, or None when JSON
     must escape it (a quote, a backslash, a control character) or it cannot be encoded."""
@@ -165,7 +173,7 @@ class IdScanner:
             ids = orjson.loads(memoryview(raw)[start:end])
         except orjson.JSONDecodeError:
             return None
-        if type(ids) is not list or not ids or not self.known.issuperset(ids):
+        if type(ids) is not list or not ids or not all_known(self.known, ids):
             return None
         return tuple(filter(self.keep.__contains__, ids)), len(ids)
 

@@ -125,6 +125,8 @@ def test_on_any_bytes_the_c_scan_and_the_python_version_agree(
         (b'["x\\"","42"]', -2),  # an escaped quote: the walk stops at "x\\", in no table
         (b'["42\\",\\"1"]', -2),  # one string, 42","1, not two ids
         (b'[""42""]', -1),
+        (b'["42",[7]]', -1),  # not all strings: orjson reads it, the set check must not fail
+        (b'["42",{"a":1}]', -1),
         (b'["a\\\\"]', -2),
     ],
 )
