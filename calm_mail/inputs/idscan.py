@@ -175,6 +175,8 @@ class IdScanner:
             return None
         if type(ids) is not list or not ids or not all_known(self.known, ids):
             return None
+        if self.keep is self.known:  # everything known is kept
+            return tuple(ids), len(ids)
         return tuple(filter(self.keep.__contains__, ids)), len(ids)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import tracemalloc
 from pathlib import Path
 
@@ -539,3 +540,62 @@ def test_the_ids_array_ends_where_the_shape_says(raw: bytes) -> None:
     read = _usual_items(raw, shape, KNOWN)  # the short cut is taken, not left to the full parse
     assert read == Recommendation(user_id="u1", item_ids=("i1", "i2"))
     assert _usual_items(raw, shape, frozenset({"i1"})) is None  # an unknown id: the full parse
+
+
+# --------------------------------------------------------------------------- a whole line read
+
+FULL_LINES = [
+    line("u1", ["i1", "i2"], [0.5, 0.25]),
+    line("u2", ["i3"]),
+    line("u3", ["i1", "zz"], [0.1, 0.2]),  # an unknown id
+    line("u4", ["i2"], [0.1, 0.2]),  # scores that do not match
+    line("u5", ["i1"], [0.5]).replace(b"0.5", b'"x"'),  # a score that is not a number
+    line("u6", ["i1"], [0.5]).replace(b"0.5]", b'0.5],"more":1'),  # a key after the scores
+    line("u7", ["i1"], [0.5]).replace(b"0.5", b"[0.5]"),  # nested
+    line("u8", ["i1"], [0.5]).replace(b"0.5", b"true"),
+    line("u9", ["i1"], [0.5]).replace(b"0.5", b"1e999"),
+    line("u1", ["i3"], [0.7]),  # a duplicate user
+    line("v1", ["i1", "i2"], [1, -0.0]),
+    line("v2", ["i1"], [0.5]).replace(b"[0.5]", b"[ 0.5 ]"),
+    line("v3", ["i2"], [0.5]).replace(b'"i2"', b'"i\\u0032"'),  # an escaped id
+    line("v4", ["i2", 3], [0.5, 0.1]),
+    line("v5", ["i1"], [0.5]).replace(b"0.5", b"0.5,"),
+    line("w1", ["i1"], [0.5]).replace(b"\n", b"\r\n"),
+    line("w2", ["i3", "i1"], [0.5, 0.4]).rstrip(b"\n"),
+]
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(st.sampled_from(FULL_LINES) | junk_line, max_size=10),
+    use_known=st.booleans(),
+)
+def test_a_full_read_gives_what_the_strict_parse_of_each_line_gives(
+    tmp_path: Path, lines: list[bytes], use_known: bool
+) -> None:
+    """A full read (every line's ids and scores) takes the usual lines the short way
+    (`_usual_full`); line by line, it must give what the full simdjson parse (`_line`) gives."""
+    path = tmp_path / "full.out"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    known = KNOWN if use_known else None
+    got, skips = read(path, known_items=known)
+    parser = simdjson.Parser()
+    expected: list[Recommendation] = []
+    reasons: dict[str, int] = {}
+    users: set[str] = set()
+    for raw in io.BytesIO(b"\n".join(lines) + b"\n"):  # lines as the reader splits them
+        reason, rec, user_id, _ = _line(parser, raw, known, use_known, None)
+        if reason == "blank":
+            continue
+        if user_id is not None:
+            if user_id in users:
+                reason, rec = "duplicate_user", None
+            users.add(user_id)
+        if reason is not None:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if rec is not None:
+            expected.append(rec)
+    assert got == expected
+    assert dict(skips.counts) == reasons
