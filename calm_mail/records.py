@@ -1,6 +1,7 @@
 """Typed records that cross stage boundaries.
 
-Slotted, frozen dataclasses with keyword-only fields, validated once in ``__post_init__``.
+Slotted, frozen dataclasses with keyword-only fields, validated once in ``__post_init__``; the
+ones built per user, message or event take a faster ``__init__`` from `quick_init`.
 Naive datetimes are rejected: every timestamp in calm-mail is timezone-aware (UTC unless said).
 No DataFrame and no loose dict crosses a stage boundary.
 """

@@ -25,7 +25,7 @@ the bench's 200,000 × 500 data (36% of users wanted), in instructions on the 20
 machine is too noisy for 5% in time): the shape check costs ~1 µs a line against ~10 µs for a
 parse, and takes the plan from 15.6 to 14.2 G instructions; the orjson read of a wanted
 line, 222k against 356k instructions, takes it to 13.3 G.
-A full read (every line's items and scores, no ``wanted``) reads a line in the usual shape
+A full read (every line's items and scores) reads a line in the usual shape
 whole when every byte of it is fixed text or one of its two arrays (`_usual_full`): the ids
 through the C scan (or orjson), the scores by orjson. That gives what the full parse gives, in
 0.8× the time of the bare orjson parse of the same files (simdjson's parse took 1.6×: it is
@@ -174,7 +174,7 @@ def _read_part(
                 elif shape is not None and read_full:
                     rec = _usual_full(raw, shape, scanner)
                 dropped: tuple[str, ...] = ()
-                if rec is not None:  # the usual line, its ids all known: read without scores
+                if rec is not None:  # the usual line, its ids all known, read the short way
                     reason, user_id = None, rec.user_id
                 else:
                     reason, rec, user_id, dropped = _line(
