@@ -69,7 +69,7 @@ def build(folder: Path | None = None) -> Path:
 def load(path: Path | None = None) -> ModuleType | None:
     """The built module, or None when it is not there, is switched off, or is not this ABI."""
     if path is None:
-        if os.environ.get("CALM_MAIL_NATIVE", "1") == "0":
+        if switched_off():
             return None
         path = library_path()
     if not path.exists():
@@ -103,6 +103,22 @@ def all_known(known: frozenset[str], items: list[Any]) -> bool:
         return known.issuperset(items)
     except TypeError:  # a list or an object among the ids
         return False
+
+
+def switched_off() -> bool:
+    return os.environ.get("CALM_MAIL_NATIVE", "1") == "0"
+
+
+def scan_note(module: ModuleType | None, off: bool) -> str:
+    """What `calm-mail validate` says about the id scan a plan will use."""
+    if module is not None:
+        return "plan id scan: in C (the built module)"
+    why = (
+        "CALM_MAIL_NATIVE=0 switches the C module off"
+        if off
+        else "the C module is not built: run `python -m calm_mail.native`, or `make`"
+    )
+    return f"plan id scan: in Python, ~35% more CPU time per plan ({why})"
 
 
 def _plain(item_id: str) -> bytes | None:
