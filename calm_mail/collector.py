@@ -31,11 +31,9 @@ def paused() -> Iterator[None]:
     """No cyclic collection inside. Only for work whose cyclic garbage does not grow with its
     size: what is left is collected once the collector runs again."""
     enabled = gc.isenabled()
-    gc.freeze()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
             gc.enable()
-        gc.unfreeze()

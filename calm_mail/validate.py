@@ -55,7 +55,12 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
 
     def recommendations() -> str:
         from calm_mail.inputs import iter_recommendations, list_prefix
-        from calm_mail.inputs.personalize import SUFFIXES, check_unknown_items, unknown_ids_text
+        from calm_mail.inputs.personalize import (
+            SUFFIXES,
+            check_unknown_items,
+            unknown_ids_text,
+            unknown_share_text,
+        )
 
         prefix = campaign.input_path("recommendations", edition)
         parts = list_prefix(prefix, SUFFIXES)
@@ -80,8 +85,7 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
             read="in the first lines of each part",
         )
         return (
-            f"{note}; {sampled.unknown_dropped:,} of the {sampled.items_read:,} item ids in the "
-            f"first lines of each part ({sampled.unknown_share():.2%}) are not in the catalog: "
+            f"{note}; {unknown_share_text(sampled, 'in the first lines of each part')}: "
             f"{unknown_ids_text(sampled)} (retired content? they will be dropped)"
         )
 

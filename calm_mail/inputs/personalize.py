@@ -11,8 +11,8 @@ whole line without building Python objects. When the planner passes ``wanted`` (
 email is built from Personalize: eligible and in a personalize arm), lines in the usual shape
 (`_shape`: Personalize's compact form, ``"error":null`` last, a plain user id) take two short
 cuts: another user's line comes back as ``Recommendation(unread=True)`` without a parse, and
-a wanted user's line read without scores is parsed by orjson up to the end of its ids, which
-builds the 500 strings in fewer instructions and leaves the 500 scores unparsed. A valid JSON
+a wanted user's line read without scores has only its ids read (`_scanned`), which costs less
+than the parse and leaves the 500 scores unparsed. A valid JSON
 line in the usual shape is one the full parse finds well formed; what the short cuts leave
 unchecked is a broken part (a corrupt byte among the ids or the scores) that nobody reads:
 the ids of a line no email uses, the scores when no one asked for them. Every other line is
@@ -105,14 +105,15 @@ def iter_recommendations(
     users: set[str] = set()
     if wanted is not None and skips.items_checked is None:
         skips.items_checked = 0
-    scanner = None
+    whole = filtered = None
     if isinstance(known, frozenset):
-        if scores:  # lines read whole (`_usual_full`): every known id is kept
-            scanner = IdScanner(known, known, native())
-        elif keep is not None and wanted is not None:
-            scanner = IdScanner(known, keep, native())
+        whole = IdScanner(known, known, native())  # a usual line's ids, every known one kept
+        if keep is not None and wanted is not None and not scores:
+            filtered = IdScanner(known, keep, native())
     for part in parts:
-        yield from _read_part(part, skips, known, users, wanted, scores, scanner, unfiltered)
+        yield from _read_part(
+            part, skips, known, users, wanted, scores, whole, filtered, unfiltered
+        )
 
 
 def _as_set(known: Container[str] | None) -> Container[str] | None:
@@ -139,17 +140,17 @@ def _read_part(
     users: set[str],
     wanted: Container[str] | None,
     with_scores: bool,
-    scanner: IdScanner | None = None,
-    unfiltered: Container[str] = (),
+    whole: IdScanner | None,
+    filtered: IdScanner | None,
+    unfiltered: Container[str],
 ) -> Iterator[Recommendation]:
     # One parser per part, reused for every line: simdjson keeps its buffers. A parser may only
     # parse again once the proxies of the last document are gone; `_line` keeps them local.
     parser = simdjson.Parser()
     fast = isinstance(known, frozenset | set)
     want: Container[str] = () if wanted is None else wanted
-    read_usual = fast and not with_scores  # wanted lines in the usual shape: `_usual_items`
-    # lines in the usual shape read whole, scores too (`_usual_full`)
-    read_full = with_scores and (known is None or scanner is not None)
+    # lines in the usual shape read the short way: their ids (`_scanned`), or whole (`_usual_full`)
+    read_full = with_scores and (known is None or whole is not None)
     shape_of = _shape_function()
     with open_source(part) as stream:
         lineno = 0
@@ -166,13 +167,13 @@ def _read_part(
                         yield Recommendation(user_id=shape[0], item_ids=(), unread=True)
                     continue
                 rec = None
-                if shape is not None and read_usual:
-                    if scanner is not None and shape[0] not in unfiltered:
-                        rec = _scanned(raw, shape, scanner)
-                    else:
-                        rec = _usual_items(raw, shape, known)
+                if shape is not None and whole is not None and not with_scores:
+                    scanner = whole
+                    if filtered is not None and shape[0] not in unfiltered:
+                        scanner = filtered  # the rules' first set filter, ahead
+                    rec = _scanned(raw, shape, scanner)
                 elif shape is not None and read_full:
-                    rec = _usual_full(raw, shape, scanner)
+                    rec = _usual_full(raw, shape, whole)
                 dropped: tuple[str, ...] = ()
                 if rec is not None:  # the usual line, its ids all known, read the short way
                     reason, user_id = None, rec.user_id
@@ -234,7 +235,7 @@ def _shape(raw: bytes) -> tuple[str, int] | None:
     if not raw.startswith(_HEAD):
         return None
     quote = raw.find(b'"', len(_HEAD))
-    end = len(raw) - (2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0)
+    end = _content_end(raw)
     if quote <= len(_HEAD) or not raw.startswith(_MIDDLE, quote):
         return None
     last = end - len(_TAIL) + 2 + len(_ERROR)  # the colon of the last "error"
@@ -262,41 +263,35 @@ def _shape(raw: bytes) -> tuple[str, int] | None:
 _CLOSE = ord("]")
 
 
-def _usual_items(raw: bytes, shape: tuple[str, int], known: frozenset[str]) -> Any:
-    """The record of a line in the usual shape whose ids are all in `known`, its ids' array read
-    by orjson in place (the scores, unread, are not parsed); None for any other line, which the
-    full parse then reads as it reads every line.
-
-    Why: orjson builds the 500 id strings in ~0.6 of the instructions simdjson takes for the
-    parse and `as_list` (measured: 222k vs 356k per line), and the scores' 500 floats are
-    not parsed at all. The two parsers read a valid array of strings the same way; anything
-    else (junk, an unknown id, JSON orjson refuses) goes to the full parse.
-    """
+def _ids_span(shape: tuple[str, int]) -> tuple[str, int, int] | None:
+    """(the user id, the ids' ``[``, just past their ``]``) of a line in the usual shape, or
+    None when another key than ``scores`` follows the ids (the full parse reads that line)."""
     user_id, items_end = shape
     if items_end < 0:
         return None
-    start = len(_HEAD) + len(user_id) + len(_MIDDLE) - 2  # the "[" (the id is ASCII)
-    try:
-        ids = orjson.loads(memoryview(raw)[start:items_end])
-    except orjson.JSONDecodeError:
-        return None
-    if type(ids) is not list or not ids or not _all_known(known, ids):
-        return None
-    return Recommendation(user_id=user_id, item_ids=tuple(ids))
+    return user_id, len(_HEAD) + len(user_id) + len(_MIDDLE) - 2, items_end  # the id is ASCII
+
+
+def _content_end(raw: bytes) -> int:
+    """Where the line's text ends, before its ``\n`` or ``\r\n``."""
+    return len(raw) - (2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0)
 
 
 def _scanned(raw: bytes, shape: tuple[str, int], scanner: IdScanner) -> Any:
-    """`_usual_items` with the rules' first set filter applied as the ids are checked
-    (`IdScanner.scan`); None for any line the full parse must read."""
-    user_id, items_end = shape
-    if items_end < 0:
-        return None
-    start = len(_HEAD) + len(user_id) + len(_MIDDLE) - 2  # the "[" (the id is ASCII)
-    found = scanner.scan(raw, start, items_end)
+    """The record of a line in the usual shape whose ids are all known, read without its scores
+    by `scanner` (`IdScanner.scan`: the C walk, or orjson in place), which keeps the ids of the
+    rules' first set filter, or all of them; None for any other line, which the full parse
+    reads as it reads every line.
+
+    Why: either way the 500 ids cost less than simdjson's parse and `as_list` (orjson alone:
+    222k against 356k instructions a line), and the scores' 500 floats are not parsed at all.
+    """
+    span = _ids_span(shape)
+    found = None if span is None else scanner.scan(raw, span[1], span[2])
     if found is None:
         return None
     kept, total = found
-    return Recommendation(user_id=user_id, item_ids=kept, ahead=total - len(kept))
+    return Recommendation(user_id=shape[0], item_ids=kept, ahead=total - len(kept))
 
 
 _SCORES_AT = b',"scores":['
@@ -313,12 +308,11 @@ def _usual_full(raw: bytes, shape: tuple[str, int], scanner: IdScanner | None) -
     parse gives (a hypothesis test holds the two together). Why: orjson and the C id scan take
     ~0.6 of the time of simdjson's parse and `as_list` over 500 ids and 500 scores.
     """
-    user_id, items_end = shape
-    if items_end < 0:
+    span = _ids_span(shape)
+    if span is None:
         return None
-    start = len(_HEAD) + len(user_id) + len(_MIDDLE) - 2  # the "[" (the id is ASCII)
-    close = len(raw) - (2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0)
-    close -= len(_TAIL)  # the "}" that closes "output"
+    user_id, start, items_end = span
+    close = _content_end(raw) - len(_TAIL)  # the "}" that closes "output"
     numbers: Any = None
     if items_end != close:
         at = items_end + len(_SCORES_AT) - 1  # the scores' "["
@@ -527,15 +521,22 @@ def check_unknown_items(
     """Raise `InputError` when more than `max_share` of the item ids read are not in
     `catalog`: then the catalog and the output do not belong together. `read` says which ids
     were read, for the message."""
-    share = skips.unknown_share()
-    if share > max_share:
+    if skips.unknown_share() > max_share:
         raise InputError(
-            f"{skips.unknown_dropped:,} of the {skips.items_read:,} recommended item ids {read} "
-            f"({share:.2%}) are not in {catalog}, more than the allowed {max_share:.2%} "
+            f"{unknown_share_text(skips, read, catalog)}, more than the allowed {max_share:.2%} "
             f"(inputs.max_unknown_item_share): {unknown_ids_text(skips)}; is it the catalog "
             "this output was made from?",
             path=source,
         )
+
+
+def unknown_share_text(skips: SkipCounter, read: str, catalog: str = "the catalog") -> str:
+    """``501 of the 10,000 recommended item ids read (5.01%) are not in the catalog``: the
+    plan's warning, `validate`'s note and the quality gate say it alike."""
+    return (
+        f"{skips.unknown_dropped:,} of the {skips.items_read:,} recommended item ids {read} "
+        f"({skips.unknown_share():.2%}) are not in {catalog}"
+    )
 
 
 def unknown_ids_text(skips: SkipCounter, shown: int = 3) -> str:

@@ -440,12 +440,11 @@ def _plan_edition(
         )
     personalize = inputs.skips["recommendations"]
     if personalize.unknown_ids:
-        from calm_mail.inputs.personalize import unknown_ids_text
+        from calm_mail.inputs.personalize import unknown_ids_text, unknown_share_text
 
         warnings.append(
-            f"{personalize.unknown_dropped:,} recommended item id(s) of the "
-            f"{personalize.items_read:,} read are not in the catalog and were dropped "
-            f"(retired content?): {unknown_ids_text(personalize)}"
+            f"{unknown_share_text(personalize, 'read')} and were dropped (retired content?): "
+            f"{unknown_ids_text(personalize)}"
         )
     summary = tally.summary(
         campaign=campaign.name,

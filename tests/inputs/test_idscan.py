@@ -16,6 +16,8 @@ from calm_mail.inputs import idscan
 from calm_mail.inputs.idscan import IdScanner
 from calm_mail.inputs.personalize import _shape
 
+from .conftest import FRAGMENTS, line
+
 # Catalog ids as they come: short and long (one 8-byte word and more; two that share their
 # first 8 bytes), non-ASCII, and ids JSON must escape (kept out of the C table)
 CATALOG = [
@@ -235,26 +237,13 @@ def test_two_ids_with_one_hash_and_one_head_are_told_apart_by_their_bytes(
 
 # --------------------------------------------------------------------------- the line's shape
 
-_SHAPE_FRAGMENTS = st.sampled_from(
-    [b" ", b'"error":"x",', b'"error":null,', b',"error":1', b"\\", b'"', b"}", b"{", b"]",
-     b"[", b"\r", b"\n", b"\x01", b"\x7f", "é".encode(), b'"userId":"z",', b"null", b'""',
-     b',"scores":[1]', b":", b"\\u0041"]
-)  # fmt: skip
-
-
-def _line(user: str, items: list[str], scores: bool) -> bytes:
-    output: dict[str, object] = {"recommendedItems": items}
-    if scores:
-        output["scores"] = [0.5] * len(items)
-    return orjson.dumps({"input": {"userId": user}, "output": output, "error": None}) + b"\n"
-
 
 @settings(max_examples=1500, deadline=None)
 @given(
     user=st.text(max_size=6),
     items=st.lists(st.sampled_from(["i1", "i2", "zz"]), max_size=3),
     scores=st.booleans(),
-    cuts=st.lists(st.tuples(st.integers(0, 10**6), _SHAPE_FRAGMENTS), max_size=3),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), FRAGMENTS), max_size=3),
     tail=st.sampled_from([b"\n", b"\r\n", b"", b"x"]),
 )
 def test_the_c_shape_is_the_python_shape(
@@ -265,7 +254,7 @@ def test_the_c_shape_is_the_python_shape(
     cuts: list[tuple[int, bytes]],
     tail: bytes,
 ) -> None:
-    raw = _line(user, items, scores)
+    raw = line(user, items, [0.5] * len(items) if scores else None)
     for at, fragment in cuts:
         at %= len(raw) + 1
         raw = raw[:at] + fragment + raw[at:]
@@ -276,7 +265,7 @@ def test_the_c_shape_is_the_python_shape(
 
 
 def test_the_c_shape_on_usual_short_and_empty_lines(lib: ModuleType) -> None:
-    usual = _line("u1", ["i1"], True)
+    usual = line("u1", ["i1"], [0.5])
     assert lib.shape(usual) == _shape(usual) == ("u1", usual.index(b',"scores"'))
     for raw in [b"", b"\n", b"{", b'{"input":{"userId":"', b'{"input":{"userId":""']:
         assert lib.shape(raw) is None and _shape(raw) is None

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 from calm_mail.errors import InputError
 from calm_mail.inputs import check_recommendation_quality, iter_recommendations
-from calm_mail.inputs.personalize import _line, _shape, _usual_items
+from calm_mail.inputs.idscan import IdScanner
+from calm_mail.inputs.personalize import _line, _scanned, _shape
 from calm_mail.records import Recommendation, SkipCounter
+
+from .conftest import FRAGMENTS, line
 
 KNOWN = frozenset({"i1", "i2", "i3"})
 
@@ -24,13 +27,6 @@ KNOWN = frozenset({"i1", "i2", "i3"})
 def read(path: Path | str, **kwargs: object) -> tuple[list, SkipCounter]:
     skips = SkipCounter()
     return list(iter_recommendations(str(path), skips=skips, **kwargs)), skips  # type: ignore[arg-type]
-
-
-def line(user: str, items: list[str], scores: list[float] | None = None) -> bytes:
-    output: dict[str, object] = {"recommendedItems": items}
-    if scores is not None:
-        output["scores"] = scores
-    return orjson.dumps({"input": {"userId": user}, "output": output, "error": None}) + b"\n"
 
 
 def test_good_file(data_dir: Path) -> None:
@@ -450,17 +446,12 @@ def test_item_problems_found_on_part_of_the_lines_are_rated_over_that_part() -> 
 
 # --------------------------------------------------------------------------- the usual shape
 
-_FRAGMENTS = st.sampled_from(
-    [b" ", b'"error":"x",', b'"error":null,', b',"error":1', b"\\", b'"', b"}", b"{", b"]",
-     b"[", b"\r", b"\n", b"\x01", "é".encode(), b'"userId":"z",', b"null", b'""', b"\\u0041"]
-)  # fmt: skip
-
 
 @settings(max_examples=400, deadline=None)
 @given(
     user=st.text(max_size=6),
     items=st.lists(st.sampled_from(["i1", "i2", "zz"]), max_size=3),
-    cuts=st.lists(st.tuples(st.integers(0, 10**6), _FRAGMENTS), max_size=3),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), FRAGMENTS), max_size=3),
 )
 def test_a_line_taken_by_its_shape_is_one_the_full_parse_finds_well_formed(
     user: str, items: list[str], cuts: list[tuple[int, bytes]]
@@ -537,9 +528,9 @@ def test_the_ids_array_ends_where_the_shape_says(raw: bytes) -> None:
         return
     assert raw[end - 1 : end] == b"]"
     assert orjson.loads(raw[:end] + b"}}")["output"]["recommendedItems"] == ["i1", "i2"]
-    read = _usual_items(raw, shape, KNOWN)  # the short cut is taken, not left to the full parse
+    read = _scanned(raw, shape, IdScanner(KNOWN, KNOWN))  # the short cut, not the full parse
     assert read == Recommendation(user_id="u1", item_ids=("i1", "i2"))
-    assert _usual_items(raw, shape, frozenset({"i1"})) is None  # an unknown id: the full parse
+    assert _scanned(raw, shape, IdScanner(frozenset({"i1"}), KNOWN)) is None  # an unknown id
 
 
 # --------------------------------------------------------------------------- a whole line read
