@@ -27,12 +27,12 @@ test: $(NATIVE)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check calm_mail tests
-	$(BIN)/ruff format --check calm_mail tests
+	$(BIN)/ruff check calm_mail tests benchmarks
+	$(BIN)/ruff format --check calm_mail tests benchmarks
 	$(BIN)/mypy
 
 bench: $(NATIVE)
-	$(BIN)/python -m calm_mail.bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data out .bench *.egg-info calm_mail.db

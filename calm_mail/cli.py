@@ -20,21 +20,21 @@ from calm_mail.errors import CalmMailError
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
-    "demo": "calm_mail.commands:demo",
-    "data": "calm_mail.inputs.commands:data",
-    "validate": "calm_mail.commands:validate",
-    "plan": "calm_mail.commands:plan",
-    "preview": "calm_mail.preview.commands:preview",
-    "run": "calm_mail.commands:run",
-    "status": "calm_mail.commands:status",
-    "cancel": "calm_mail.commands:cancel",
-    "history": "calm_mail.commands:history",
-    "events": "calm_mail.track.commands:events",
-    "completions": "calm_mail.track.commands:completions",
-    "suppressions": "calm_mail.store.commands:suppressions",
-    "report": "calm_mail.analyze.commands:report",
-    "schedule": "calm_mail.ops.commands:schedule",
-    "sandbox": "calm_mail.sandbox.commands:sandbox",
+    "demo": "calm_mail.commands.edition:demo",
+    "data": "calm_mail.commands.data:data",
+    "validate": "calm_mail.commands.edition:validate",
+    "plan": "calm_mail.commands.edition:plan",
+    "preview": "calm_mail.commands.preview:preview",
+    "run": "calm_mail.commands.edition:run",
+    "status": "calm_mail.commands.edition:status",
+    "cancel": "calm_mail.commands.edition:cancel",
+    "history": "calm_mail.commands.edition:history",
+    "events": "calm_mail.commands.events:events",
+    "completions": "calm_mail.commands.events:completions",
+    "suppressions": "calm_mail.commands.suppressions:suppressions",
+    "report": "calm_mail.commands.report:report",
+    "schedule": "calm_mail.commands.schedule:schedule",
+    "sandbox": "calm_mail.commands.sandbox:sandbox",
 }
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from calm_mail.bench.child import run_child
-from calm_mail.bench.core import Figure, Goal
+from benchmarks.child import run_child
+from benchmarks.core import Figure, Goal
 from calm_mail.inputs import idscan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "calm_mail.bench", "--root", str(ROOT), *args],
+        [sys.executable, "-m", "benchmarks", "--root", str(ROOT), *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from calm_mail import cli, errors
 from calm_mail.cli import main, redact
+from calm_mail.demo.data import generate
 from calm_mail.edition import Edition
-from calm_mail.inputs.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
 EDITION = Edition.upcoming().key  # `run`'s pre-flight wants send times within SendGrid's 72 h

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calm_mail.compose.bench import bench_render
+from benchmarks.compose_render import bench_render
 
 from .conftest import ROOT
 

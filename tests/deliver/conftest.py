@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from calm_mail.demo.data import generate
 from calm_mail.edition import Edition
-from calm_mail.inputs.generate import generate
 from calm_mail.sandbox import SandboxConfig, SandboxHandle, run_sandbox
 from tests.compose.conftest import campaign, catalog, composer, delivery  # noqa: F401
 

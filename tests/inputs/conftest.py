@@ -8,7 +8,7 @@ import orjson
 import pytest
 from hypothesis import strategies as st
 
-from calm_mail.inputs.generate import generate
+from calm_mail.demo.data import generate
 from tests.s3server import s3_server  # noqa: F401
 
 DATA = Path(__file__).resolve().parent.parent / "data"

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from calm_mail.cli import main
+from calm_mail.demo.data import CONTENT_TYPES, LOCALES, generate
 from calm_mail.edition import Edition
 from calm_mail.inputs import (
     check_recommendation_quality,
@@ -22,7 +23,6 @@ from calm_mail.inputs import (
     read_catalog,
     read_editorial,
 )
-from calm_mail.inputs.generate import CONTENT_TYPES, LOCALES, generate
 from calm_mail.records import SkipCounter
 
 SEND = datetime(2026, 11, 28, tzinfo=UTC)  # 2026-W48's Saturday

@@ -123,8 +123,8 @@ class Weekend:
 def weekend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Weekend]:
     from datetime import UTC, datetime, time, timedelta
 
+    from calm_mail.demo.data import generate
     from calm_mail.edition import Edition
-    from calm_mail.inputs.generate import generate
     from calm_mail.sandbox.config import SandboxConfig
     from calm_mail.sandbox.server import run_sandbox
 

@@ -12,9 +12,9 @@ import boto3
 import pytest
 
 from calm_mail.campaign import Campaign, load_campaign
+from calm_mail.demo.data import generate
 from calm_mail.edition import Edition
 from calm_mail.errors import PreflightError
-from calm_mail.inputs.generate import generate
 from calm_mail.ops.preflight import CheckFailed, check_fresh, preflight, widest_window
 from calm_mail.plan.srm import srm_check
 from calm_mail.records import ContentSource, PlannedDelivery

@@ -338,10 +338,10 @@ def test_reading_only_the_wanted_users_items_plans_exactly_as_a_full_read(
     applies the rules' first set filter (``only_new``) as it reads them (`idscan`); the plan,
     and the items counted as dropped by each step, must be those made from every line read in
     full."""
-    from calm_mail.bench.data import bench_campaign
+    from benchmarks.data import bench_campaign
+    from calm_mail.demo.data import generate
     from calm_mail.edition import Edition
     from calm_mail.inputs import iter_recommendations
-    from calm_mail.inputs.generate import generate
     from calm_mail.plan.rules import load_campaign_rules
     from calm_mail.records import SkipCounter
 
@@ -383,9 +383,9 @@ def test_a_plan_makes_no_reference_cycles_per_user(tmp_path: Path) -> None:
     safe while the cyclic garbage of a plan does not grow with its audience."""
     import gc
 
-    from calm_mail.bench.data import bench_campaign
+    from benchmarks.data import bench_campaign
+    from calm_mail.demo.data import generate
     from calm_mail.edition import Edition
-    from calm_mail.inputs.generate import generate
 
     ed = Edition.parse("2026-W48")
     garbage = []

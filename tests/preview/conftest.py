@@ -25,12 +25,11 @@ CAMPAIGN = "weekly_winddown"
 
 def make_root(target: Path) -> Path:
     """A project root: the repo's campaigns/, rules/, templates/ and a generated data/demo."""
-    from calm_mail.inputs import generate as generator
+    from calm_mail.demo.data import generate
 
     for folder in ("campaigns", "rules", "templates"):
         shutil.copytree(REPO / folder, target / folder)
-    make = getattr(generator, "generate_demo_data", None) or generator.generate
-    make(target / "data" / "demo", users=USERS, seed=7, edition=EDITION.key)
+    generate(target / "data" / "demo", users=USERS, seed=7, edition=EDITION.key)
     return target
 
 

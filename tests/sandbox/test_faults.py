@@ -9,10 +9,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from calm_mail.commands.sandbox import parse_outage
+from calm_mail.commands.sandbox import sandbox as sandbox_command
 from calm_mail.errors import UsageError
 from calm_mail.sandbox import SandboxConfig, SandboxHandle, run_sandbox
-from calm_mail.sandbox.commands import parse_outage
-from calm_mail.sandbox.commands import sandbox as sandbox_command
 from tests.sandbox.conftest import AUTH, mail
 
 

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calm_mail.cli import main
+from calm_mail.commands.suppressions import read_suppression_csv
 from calm_mail.records import SkipCounter
 from calm_mail.store import Ledger
-from calm_mail.store.commands import read_suppression_csv
 
 
 def run(args: list[str], url: str, root: Path) -> tuple[int, str]:

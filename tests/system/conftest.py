@@ -46,7 +46,7 @@ API_KEY = "SG.system-test"
 
 def make_root(target: Path, *, users: int, seed: int, edition: Edition) -> Path:
     """A project root: the repo's campaigns/, rules/, templates/ and generated data/demo."""
-    from calm_mail.inputs.generate import generate
+    from calm_mail.demo.data import generate
 
     target.mkdir(parents=True, exist_ok=True)
     for folder in ("campaigns", "rules", "templates"):

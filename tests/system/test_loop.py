@@ -22,7 +22,7 @@ from rich.console import Console
 from calm_mail.analyze.attribution import AttributionConfig, compute_metrics, load_frames
 from calm_mail.analyze.report import Report, build_report
 from calm_mail.campaign import load_campaign
-from calm_mail.demo_loop import LoopOptions, run_live_loop
+from calm_mail.demo.live import LoopOptions, run_live_loop
 from calm_mail.edition import Edition
 from calm_mail.store import Ledger, schema
 from tests.system.conftest import CAMPAIGN, make_root

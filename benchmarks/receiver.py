@@ -15,8 +15,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from calm_mail.bench.core import BenchContext, Figure, Goal, Section
-from calm_mail.track.bench import TARGET_EVENTS_PER_S, bench_receiver
+from benchmarks.core import BenchContext, Figure, Goal, Section
+from benchmarks.track_receiver import TARGET_EVENTS_PER_S, bench_receiver
 
 POSTGRES_ENVS = ("CALM_MAIL_BENCH_POSTGRES_URL", "CALM_MAIL_TEST_POSTGRES_URL")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from calm_mail.bench.core import BenchContext, Figure, Section
+from benchmarks.core import BenchContext, Figure, Section
 from calm_mail.campaign import Campaign, load_campaign
-from calm_mail.inputs.generate import generate
+from calm_mail.demo.data import generate
 
 EDITION = "2026-W48"  # fixed, so cached data and plans are the same whenever the bench runs
 SEED = 2026

@@ -4,9 +4,9 @@ the bare orjson parse of the same files; and the planner's peak memory.
 
 from __future__ import annotations
 
-from calm_mail.bench.core import BenchContext, Figure, Goal, Section
-from calm_mail.bench.data import EDITION, dataset
-from calm_mail.bench.reader import bare_parse, peak_rss_mb
+from benchmarks.core import BenchContext, Figure, Goal, Section
+from benchmarks.data import EDITION, dataset
+from benchmarks.reader import bare_parse, peak_rss_mb
 
 USERS_PER_S = 20_000
 TIME_RATIO = 2.5

@@ -1,6 +1,6 @@
 """Work measured in a fresh process, so its peak memory is its own.
 
-``python -m calm_mail.bench.child TASK [ARGS]`` imports the same modules for every task (so the
+``python -m benchmarks.child TASK [ARGS]`` imports the same modules for every task (so the
 ``idle`` task is the baseline to subtract), does the task, and prints one JSON line: CPU and wall
 seconds of the task, and the process's peak RSS at the end.
 
@@ -25,7 +25,7 @@ import orjson
 
 # The bench's own modules are imported here, outside the measured task (they cost ~0.23 s
 # of CPU, numpy and pyarrow among them; not planning work).
-from calm_mail.bench.data import bench_campaign
+from benchmarks.data import bench_campaign
 from calm_mail.edition import Edition
 from calm_mail.inputs.catalog import read_catalog
 from calm_mail.inputs.idscan import native
@@ -91,7 +91,7 @@ def run_child(
     """Run `task` in a fresh interpreter (with `env` added to this one's environment) and
     return its JSON line; RuntimeError if it fails."""
     done = subprocess.run(
-        [sys.executable, "-m", "calm_mail.bench.child", task, *args],
+        [sys.executable, "-m", "benchmarks.child", task, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,

@@ -42,7 +42,7 @@ def data() -> None:
 def generate(users: int, out: str, seed: int, edition: str | None, recs: int, parts: int) -> None:
     """Write a realistic, fictional data set: catalog, users, Personalize output, tastes,
     editorial picks and completions, plus manifest.json."""
-    from calm_mail.inputs.generate import generate as run
+    from calm_mail.demo.data import generate as run
 
     key = Edition.parse(edition).key if edition else Edition.upcoming().key
     try:

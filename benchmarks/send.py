@@ -28,8 +28,8 @@ import httpx
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from calm_mail.bench.core import BenchContext, Figure, Goal, Section
-from calm_mail.bench.data import CAMPAIGN, EDITION, bench_campaign, dataset
+from benchmarks.core import BenchContext, Figure, Goal, Section
+from benchmarks.data import CAMPAIGN, EDITION, bench_campaign, dataset
 from calm_mail.compose.composer import Composer
 from calm_mail.deliver.engine import Engine, EngineConfig
 from calm_mail.deliver.null import NullTransport

@@ -17,10 +17,10 @@ from typing import Any
 
 from mjml import mjml2html
 
-from calm_mail.bench.core import BenchContext, Figure, Goal, Section
+from benchmarks import compose_render as compose_bench
+from benchmarks.compose_render import bench_render
+from benchmarks.core import BenchContext, Figure, Goal, Section
 from calm_mail.campaign import load_campaign
-from calm_mail.compose import bench as compose_bench
-from calm_mail.compose.bench import bench_render
 from calm_mail.compose.composer import Composer
 from calm_mail.compose.templates import expand_includes, html_environment
 from calm_mail.records import Item

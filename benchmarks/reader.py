@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from calm_mail.bench.child import run_child
-from calm_mail.bench.core import BenchContext, Figure, Goal, Section
-from calm_mail.bench.data import dataset
-from calm_mail.inputs.bench import bench_reader
+from benchmarks.child import run_child
+from benchmarks.core import BenchContext, Figure, Goal, Section
+from benchmarks.data import dataset
+from benchmarks.inputs_reader import bench_reader
 from calm_mail.inputs.catalog import read_catalog
 from calm_mail.inputs.personalize import SUFFIXES
 from calm_mail.inputs.sources import list_prefix, open_source

@@ -6,7 +6,7 @@
 
 Everything talks over sockets on 127.0.0.1, exactly as in production. The sandbox's recipients
 open with the generator's hidden open propensity (the same in every arm), and the app simulator
-(calm_mail.sandbox.app_usage) gives the personalized arm a known true lift, so the report can be
+(calm_mail.demo.app_usage) gives the personalized arm a known true lift, so the report can be
 checked against the truth.
 """
 
@@ -51,8 +51,8 @@ def demo_now(edition: Edition, real_now: datetime) -> datetime:
 def _audience_and_tastes(
     campaign: Campaign, edition: Edition, tastes_path: Path
 ) -> tuple[dict[str, float], dict[str, Any]]:
+    from calm_mail.demo.app_usage import Taste
     from calm_mail.inputs import iter_audience
-    from calm_mail.sandbox.app_usage import Taste
 
     table = pq.read_table(tastes_path, columns=["user_id", "open_propensity", "completion_rate"])
     rows = table.to_pydict()
@@ -124,7 +124,7 @@ def run_live_loop(
                 sandbox.advance_clock(max(0.0, (last - now).total_seconds()) + 60)
                 sandbox.wait_webhooks_idle(timeout=opts.webhook_timeout_s)
                 accepted = len(sandbox.messages())
-        from calm_mail.commands import print_run_report
+        from calm_mail.commands.edition import print_run_report
 
         print_run_report(report)
         events = list(ledger.events_for(edition.key, campaign.name))
@@ -159,7 +159,7 @@ def _simulate(
     data: Path,
     opts: LoopOptions,
 ) -> Any:
-    from calm_mail.sandbox.app_usage import UsageModel, simulate_completions
+    from calm_mail.demo.app_usage import UsageModel, simulate_completions
 
     first_open: dict[str, datetime] = {}
     for event in events:

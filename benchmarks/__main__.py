@@ -1,4 +1,4 @@
-"""``python -m calm_mail.bench``: run the selected sections, print a table per section and a
+"""``python -m benchmarks``: run the selected sections, print a table per section and a
 summary, optionally write every figure to a JSON file. A missed goal never fails the command;
 a section that crashes does (exit 1), after the other sections have run.
 """
@@ -15,7 +15,7 @@ import click
 import orjson
 from rich.console import Console
 
-from calm_mail.bench.core import (
+from benchmarks.core import (
     FULL,
     QUICK,
     BenchContext,
@@ -31,12 +31,12 @@ from calm_mail.campaign import project_root
 
 def _sections() -> dict[str, Callable[[BenchContext], Section]]:
     # Imported here so `--help` and a bad --only answer at once.
-    from calm_mail.bench.data import run_data
-    from calm_mail.bench.plan import run_plan
-    from calm_mail.bench.reader import run_reader
-    from calm_mail.bench.receiver import run_receiver
-    from calm_mail.bench.render import run_render
-    from calm_mail.bench.send import run_send
+    from benchmarks.data import run_data
+    from benchmarks.plan import run_plan
+    from benchmarks.reader import run_reader
+    from benchmarks.receiver import run_receiver
+    from benchmarks.render import run_render
+    from benchmarks.send import run_send
 
     return {
         "data": run_data,

@@ -498,7 +498,7 @@ def history(ctx: click.Context, campaign: str, as_json: bool) -> None:
 @click.pass_context
 def demo(ctx: click.Context, users: int, seed: int, regenerate: bool) -> None:
     """The whole loop locally on demo data (no keys, no network)."""
-    from calm_mail.demo import run_demo
+    from calm_mail.demo.walkthrough import run_demo
 
     run_demo(
         project_root(ctx.obj.get("root") if ctx.obj else None),

@@ -39,7 +39,7 @@ def ensure_demo_data(
         ):
             console.print(f"demo data: {data} (kept; --regenerate to make it again)")
             return data
-    from calm_mail.inputs.generate import generate
+    from calm_mail.demo.data import generate
 
     console.print(f"demo data: generating {users} users for {edition} into {data} ...")
     generate(data, users=users, seed=seed, edition=edition.key)
@@ -55,7 +55,7 @@ def run_demo(
     console: Console,
     edition: Edition | None = None,
 ) -> dict[str, Any]:
-    from calm_mail.commands import print_run_report
+    from calm_mail.commands.edition import print_run_report
     from calm_mail.deliver.run import RunOptions, run_edition
     from calm_mail.store import Ledger
     from calm_mail.validate import validate_campaign
@@ -79,11 +79,11 @@ def run_demo(
         print_run_report(report)
     results: dict[str, Any] = {"dry_run": report.as_dict()}
     try:
-        from calm_mail.demo_loop import run_live_loop
+        from calm_mail.demo.live import run_live_loop
     except ImportError:
         console.print("(the live loop through the SendGrid sandbox is not in this build)")
         return results
-    from calm_mail.demo_loop import LoopOptions
+    from calm_mail.demo.live import LoopOptions
 
     html = root / "out" / "report.html"
     results["live"] = run_live_loop(

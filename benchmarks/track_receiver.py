@@ -104,5 +104,5 @@ def _receiver_process(ledger_url: str, public_key: str) -> Iterator[str]:
         yield f"{base}/webhooks/sendgrid"
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m calm_mail.track.bench URL
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m benchmarks.track_receiver URL
     print(orjson.dumps(bench_receiver(sys.argv[1]), option=orjson.OPT_INDENT_2).decode())
