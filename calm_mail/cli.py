@@ -20,15 +20,15 @@ from calm_mail.errors import CalmMailError
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
-    "demo": "calm_mail.commands.edition:demo",
+    "demo": "calm_mail.commands.demo:demo",
     "data": "calm_mail.commands.data:data",
     "validate": "calm_mail.commands.edition:validate",
     "plan": "calm_mail.commands.edition:plan",
     "preview": "calm_mail.commands.preview:preview",
     "run": "calm_mail.commands.edition:run",
-    "status": "calm_mail.commands.edition:status",
-    "cancel": "calm_mail.commands.edition:cancel",
-    "history": "calm_mail.commands.edition:history",
+    "status": "calm_mail.commands.status:status",
+    "cancel": "calm_mail.commands.status:cancel",
+    "history": "calm_mail.commands.status:history",
     "events": "calm_mail.commands.events:events",
     "completions": "calm_mail.commands.events:completions",
     "suppressions": "calm_mail.commands.suppressions:suppressions",

@@ -7,7 +7,7 @@ context, and are chained with ``raise ... from``. Messages never contain secrets
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class CalmMailError(Exception):
@@ -55,9 +55,13 @@ class RenderError(CalmMailError):
 
 
 class PreflightError(CalmMailError):
-    """A pre-flight check failed; nothing was sent."""
+    """A pre-flight check failed; nothing was sent. `report` is the stored pre-flight report."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, report: Mapping[str, object] | None = None) -> None:
+        self.report = report
+        super().__init__(message)
 
 
 class DeliveryError(CalmMailError):

@@ -20,6 +20,8 @@ import click
 from calm_mail.campaign import load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
+from calm_mail.ops.pipeline import ReadOnlyAssignments
+from calm_mail.store import Ledger
 from calm_mail.preview.personas import PERSONAS
 
 DEFAULT_COMMAND = "show"
@@ -56,11 +58,8 @@ def _edition(value: str | None) -> Edition:
 
 
 @contextlib.contextmanager
-def _store(root: Path) -> Iterator[Any]:
+def _store(root: Path) -> Iterator[ReadOnlyAssignments]:
     """The ledger, read only: sticky arms and suppressions as the real send sees them."""
-    from calm_mail.deliver.run import ReadOnlyAssignments
-    from calm_mail.store import Ledger
-
     with Ledger.connect(None, root=root) as ledger:
         yield ReadOnlyAssignments(ledger)
 

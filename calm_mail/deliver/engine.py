@@ -114,7 +114,7 @@ class EngineConfig:
 
 
 @dataclass(slots=True)
-class Tally:
+class SendTally:
     """What one run did, for the summary, `status` and the alert."""
 
     sent: Counter[str] = field(default_factory=Counter)  # by arm
@@ -123,6 +123,7 @@ class Tally:
     retried: int = 0
     released: int = 0
     stopped: str | None = None  # why the run stopped early
+    fatal: bool = False  # stopped by an error every later send would hit too (401, 403)
     circuit_open: str | None = None  # the circuit breaker's reason, when it tripped
 
     @property
@@ -165,7 +166,7 @@ class Engine:
         edition: str,
         batch_id: str | None,
         config: EngineConfig,
-        on_progress: Callable[[Tally, int], None] | None = None,
+        on_progress: Callable[[SendTally, int], None] | None = None,
     ):
         self.ledger = ledger
         self.composer = composer
@@ -174,7 +175,7 @@ class Engine:
         self.edition = edition
         self.batch_id = batch_id
         self.config = config
-        self.tally = Tally()
+        self.tally = SendTally()
         # An outbox or null transport is not a provider: nothing to pace.
         self.limiter = RateLimiter(0 if transport.dry_run else config.max_rate)
         self.semaphore = asyncio.Semaphore(config.concurrency)
@@ -187,14 +188,14 @@ class Engine:
         """Finish in-flight sends, claim nothing more (SIGTERM, cancel, fatal error)."""
         self._stop = self._stop or reason
 
-    async def run(self) -> Tally:
+    async def run(self) -> SendTally:
         """Claim, send and record as a pipeline: the next chunk is claimed while the last one
         is still in flight, and outcomes are written in batches by one background flush, so
         the connection pool never idles waiting on the ledger."""
         with collector_tuned():
             return await self._run()
 
-    async def _run(self) -> Tally:
+    async def _run(self) -> SendTally:
         remaining = self.config.limit
         chunk = self.config.claim_size
         window = asyncio.Semaphore(2 * chunk)  # claimed but not yet recorded
@@ -279,6 +280,7 @@ class Engine:
                 last = str(exc)
                 await asyncio.sleep(wait)
             except FatalDeliveryError as exc:
+                self.tally.fatal = True
                 self.stop(f"fatal: {exc}")
                 return Outcome(row, "release", str(exc))
             except RecipientRejected as exc:

@@ -8,11 +8,13 @@ because concurrent sends finish in any order.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
+from calm_mail.compose.mime import to_eml_bytes
 from calm_mail.deliver.transport import DryRun
-from calm_mail.records import ComposedMessage, SendResult
+from calm_mail.records import ComposedMessage, PlannedDelivery, SendResult
 
 MANIFEST = "manifest.jsonl"
 
@@ -27,8 +29,6 @@ class OutboxTransport(DryRun):
         self.manifest_extra = manifest_extra if manifest_extra is not None else {}
 
     async def send(self, message: ComposedMessage) -> SendResult:
-        from calm_mail.compose.mime import to_eml_bytes
-
         (self.folder / f"{message.delivery_id}.eml").write_bytes(to_eml_bytes(message))
         extra = self.manifest_extra.pop(message.delivery_id, {})
         entry = {
@@ -57,3 +57,25 @@ class OutboxTransport(DryRun):
         ordered = sorted(existing.values(), key=lambda raw: orjson.loads(raw)["user_id"] or "")
         path.write_bytes(b"".join(line + b"\n" for line in ordered))
         self._lines.clear()
+
+
+class Composer(Protocol):
+    def compose(self, delivery: PlannedDelivery, delivery_id: str) -> ComposedMessage: ...
+
+
+class ManifestComposer:
+    """Wraps a composer to hand the outbox what the manifest needs (user, source, items)."""
+
+    def __init__(self, composer: Composer, outbox: OutboxTransport) -> None:
+        self._composer = composer
+        self._outbox = outbox
+
+    def compose(self, delivery: PlannedDelivery, delivery_id: str) -> ComposedMessage:
+        message = self._composer.compose(delivery, delivery_id)
+        self._outbox.manifest_extra[delivery_id] = {
+            "user_id": delivery.user_id,
+            "source": str(delivery.source),
+            "fallback": delivery.fallback,
+            "item_ids": list(delivery.item_ids),
+        }
+        return message

@@ -22,9 +22,22 @@ from typing import Any
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from calm_mail.analyze.attribution import AttributionConfig, compute_metrics, load_frames
+from calm_mail.analyze.report import build_report, render_html, render_terminal
 from calm_mail.campaign import Campaign
+from calm_mail.demo.app_usage import Taste, UsageModel, simulate_completions
 from calm_mail.edition import Edition
+from calm_mail.inputs import iter_audience
+from calm_mail.ops.pipeline import RunOptions, run_edition
+from calm_mail.ops.run_report import print_run_report
 from calm_mail.records import ContentSource, DeliveryState, EventType, SkipCounter
+from calm_mail.sandbox import SandboxConfig, run_sandbox
+from calm_mail.sandbox.config import ArmBehaviour, BehaviourModel
+from calm_mail.sandbox.webhook import WebhookSigner
+from calm_mail.store import Ledger
+from calm_mail.track.importer import import_completions
+from calm_mail.track.receiver import ReceiverConfig, create_receiver
+from calm_mail.track.server import serve_in_thread
 
 DEMO_KEY = "SG.demo-sandbox-key"
 DEFAULT_LIFT = {"personalized": 0.15, "personalize": 0.15, "popular": 0.05}
@@ -51,8 +64,6 @@ def demo_now(edition: Edition, real_now: datetime) -> datetime:
 def _audience_and_tastes(
     campaign: Campaign, edition: Edition, tastes_path: Path
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    from calm_mail.demo.app_usage import Taste
-    from calm_mail.inputs import iter_audience
 
     table = pq.read_table(tastes_path, columns=["user_id", "open_propensity", "completion_rate"])
     rows = table.to_pydict()
@@ -79,13 +90,6 @@ def run_live_loop(
     console: Console,
     options: LoopOptions | None = None,
 ) -> dict[str, Any]:
-    from calm_mail.deliver.run import RunOptions, run_edition
-    from calm_mail.sandbox import SandboxConfig, run_sandbox
-    from calm_mail.sandbox.config import ArmBehaviour, BehaviourModel
-    from calm_mail.sandbox.webhook import WebhookSigner
-    from calm_mail.store import Ledger
-    from calm_mail.track.receiver import ReceiverConfig, create_receiver
-    from calm_mail.track.server import serve_in_thread
 
     opts = options or LoopOptions()
     data = root / "data" / "demo"
@@ -124,17 +128,13 @@ def run_live_loop(
                 sandbox.advance_clock(max(0.0, (last - now).total_seconds()) + 60)
                 sandbox.wait_webhooks_idle(timeout=opts.webhook_timeout_s)
                 accepted = len(sandbox.messages())
-        from calm_mail.commands.edition import print_run_report
-
-        print_run_report(report)
+        print_run_report(report, console)
         events = list(ledger.events_for(edition.key, campaign.name))
         console.print(
             f"sandbox accepted {accepted} messages; the receiver stored "
             f"{len(events)} webhook events"
         )
         simulated = _simulate(campaign, recipients, events, tastes, data, opts)
-        from calm_mail.track.importer import import_completions
-
         imported = import_completions(ledger, str(simulated.path))
         console.print(
             f"app usage: {simulated.completions} completions simulated, "
@@ -159,7 +159,6 @@ def _simulate(
     data: Path,
     opts: LoopOptions,
 ) -> Any:
-    from calm_mail.demo.app_usage import UsageModel, simulate_completions
 
     first_open: dict[str, datetime] = {}
     for event in events:
@@ -190,8 +189,6 @@ def _simulate(
 def _report(
     ledger: Any, campaign: Campaign, edition: Edition, html: Path | None, console: Console
 ) -> Any:
-    from calm_mail.analyze.attribution import AttributionConfig, compute_metrics, load_frames
-    from calm_mail.analyze.report import build_report, render_html, render_terminal
 
     settings = AttributionConfig()
     frames = load_frames(ledger, campaign.name, [edition.key], settings)

@@ -8,7 +8,6 @@
    so the demo can be re-run);
 5. simulated in-app completions from the generator's hidden tastes, imported like real ones;
 6. the experiment report (terminal, and out/report.html).
-Steps 4-6 run when their stages are installed in this build.
 """
 
 from __future__ import annotations
@@ -20,7 +19,13 @@ import orjson
 from rich.console import Console
 
 from calm_mail.campaign import load_campaign
+from calm_mail.demo.data import generate
+from calm_mail.demo.live import LoopOptions, run_live_loop
 from calm_mail.edition import Edition
+from calm_mail.ops.checks import problems_of, validate_campaign
+from calm_mail.ops.pipeline import RunOptions, run_edition
+from calm_mail.ops.run_report import print_run_report
+from calm_mail.store import Ledger
 
 CAMPAIGN = "weekly_winddown"
 
@@ -39,8 +44,6 @@ def ensure_demo_data(
         ):
             console.print(f"demo data: {data} (kept; --regenerate to make it again)")
             return data
-    from calm_mail.demo.data import generate
-
     console.print(f"demo data: generating {users} users for {edition} into {data} ...")
     generate(data, users=users, seed=seed, edition=edition.key)
     return data
@@ -55,17 +58,12 @@ def run_demo(
     console: Console,
     edition: Edition | None = None,
 ) -> dict[str, Any]:
-    from calm_mail.commands.edition import print_run_report
-    from calm_mail.deliver.run import RunOptions, run_edition
-    from calm_mail.store import Ledger
-    from calm_mail.validate import validate_campaign
-
     edition = edition or Edition.upcoming()
     ensure_demo_data(
         root, users=users, seed=seed, edition=edition, regenerate=regenerate, console=console
     )
     campaign = load_campaign(CAMPAIGN, root)
-    problems, _ = validate_campaign(campaign, edition)
+    problems = problems_of(validate_campaign(campaign, edition))
     for problem in problems:
         console.print(f"[yellow]validate: {problem}[/yellow]")
     console.print(f"validate: {len(problems)} problem(s)")
@@ -76,15 +74,8 @@ def run_demo(
     outbox = root / "out" / "outbox"
     with Ledger.connect(f"sqlite:///{ledger_path}") as ledger:
         report = run_edition(campaign, edition, ledger, RunOptions(dry_run=True, outbox=outbox))
-        print_run_report(report)
+        print_run_report(report, console)
     results: dict[str, Any] = {"dry_run": report.as_dict()}
-    try:
-        from calm_mail.demo.live import run_live_loop
-    except ImportError:
-        console.print("(the live loop through the SendGrid sandbox is not in this build)")
-        return results
-    from calm_mail.demo.live import LoopOptions
-
     html = root / "out" / "report.html"
     results["live"] = run_live_loop(
         root,

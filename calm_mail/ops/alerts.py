@@ -21,21 +21,20 @@ from urllib.parse import urlsplit
 import orjson
 
 from calm_mail.campaign import Campaign
+from calm_mail.ops.run_report import RunReport
 
 run_log = logging.getLogger("calm_mail.run")
 log = logging.getLogger(__name__)
 
 
-def run_summary(
-    report: Any, *, preflight: Mapping[str, Any] | None = None, seconds: float | None = None
-) -> dict[str, Any]:
-    """The summary of a finished run (a `calm_mail.deliver.run.RunReport`)."""
+def run_summary(report: RunReport) -> dict[str, Any]:
+    """The summary of a finished run, with its pre-flight's verdict when it had one."""
     per_arm: dict[str, dict[str, int]] = {}
     for (state, arm), n in sorted(report.counts.items()):
         per_arm.setdefault(arm, {})[state] = n
     return {
         "event": "run_finished",
-        "ok": report.state == "sent" and not report.tally.stopped,
+        "ok": report.ok,
         "campaign": report.campaign,
         "edition": report.edition,
         "dry_run": report.dry_run,
@@ -45,8 +44,10 @@ def run_summary(
         "failures": dict(sorted(report.tally.failed.items())),
         "unknown_fate": report.tally.unknown,
         "stopped": report.tally.stopped,
-        "seconds": round(report.seconds if seconds is None else seconds, 3),
-        "preflight": _preflight_brief(preflight),
+        "seconds": round(report.seconds, 3),
+        "preflight": _preflight_brief(
+            None if report.preflight is None else report.preflight.as_dict()
+        ),
     }
 
 

@@ -1,11 +1,11 @@
 """The edition job: what the scheduler (and ``schedule --once``) runs for a campaign.
 
-`run_due_edition` works out the due edition (`Edition.upcoming(now)`), and under the edition
+`run_due_edition` works out the due edition (`Edition.upcoming(now)`) and, under the edition
 lock: skips an edition already sent, cancelled or paused; runs the Personalize batch job when
-the campaign asks for it; plans (without recording anything), runs pre-flight and stores its
-report; sends with `run_edition`; and announces the summary (`calm_mail.ops.alerts`). A failure
-is announced with its reason, then raised as the `CalmMailError` it is, so ``--once`` can turn
-it into an exit code.
+the campaign asks for it; then runs the edition through the composition root
+(`pipeline.run_edition`: plan, pre-flight, record, send, announce). A failure has been announced
+with its reason by then, and is raised as the `CalmMailError` it is, so ``--once`` can turn it
+into an exit code.
 
 The job functions are top-level and take only simple arguments (campaign name, root), because
 APScheduler's job store pickles a reference to them, not the function.
@@ -16,18 +16,26 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+
 from calm_mail.campaign import Campaign, load_campaign, project_root
+from calm_mail.deliver.sendgrid import DEFAULT_HOST
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, LockHeld
-from calm_mail.ops import alerts
-from calm_mail.ops.lock import edition_lock
-from calm_mail.ops.preflight import preflight
+from calm_mail.inputs import iter_audience
+from calm_mail.inputs.sources import s3_client
+from calm_mail.ops.personalize_job import run_batch_job
+from calm_mail.ops.pipeline import RunOptions, run_edition
+from calm_mail.plan.eligibility import Eligibility
+from calm_mail.plan.planner import edition_instant
+from calm_mail.records import SkipCounter
+from calm_mail.store import Ledger
+from calm_mail.store.locks import edition_lock
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +43,6 @@ log = logging.getLogger(__name__)
 # in-flight sends and claim nothing more; the next start picks the edition up.
 SHUTDOWN = threading.Event()
 DONE_STATES = ("sent", "cancelled", "paused")
-LEASE_TTL_S = 120.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,25 +87,35 @@ def run_due_edition(
     campaign = load_campaign(campaign_name, root)
     now = datetime.now(UTC) + timedelta(seconds=clock_offset_s)
     edition = Edition.upcoming(now)
-    from calm_mail.store import Ledger
-
     with Ledger.connect(database_url, root=project_root(root)) as ledger:
         done = _already_done(ledger, campaign, edition)
         if done is not None:
             return done
-        shutdown = stop or SHUTDOWN
-        with edition_lock(ledger, campaign.name, edition, ttl_s=LEASE_TTL_S) as lease:
-            # Stop claiming when the scheduler shuts down or the lease is lost to another worker.
-            return _run_locked(
-                campaign,
-                edition,
-                ledger,
-                now,
-                lambda: shutdown.is_set() or lease.lost.is_set(),
+        # The lock is held across the Personalize job too; `run_edition` takes it again
+        # (it is re-entrant for this holder).
+        with edition_lock(ledger, campaign.name, edition):
+            done = _already_done(ledger, campaign, edition)  # another worker may have sent it
+            if done is not None:
+                return done
+            if campaign.personalize is not None and campaign.personalize.enabled:
+                _personalize(campaign, edition, ledger)
+            options = RunOptions(
+                api_key=os.environ.get("SENDGRID_API_KEY"),
+                api_host=os.environ.get("SENDGRID_API_HOST") or DEFAULT_HOST,
+                now=now,
+                should_stop=(stop or SHUTDOWN).is_set,
             )
+            run = run_edition(campaign, edition, ledger, options)
+    stopped = f"; stopped: {run.tally.stopped}" if run.tally.stopped else ""
+    return JobOutcome(
+        campaign=campaign.name,
+        edition=edition.key,
+        status="sent" if run.ok else "not_finished",
+        detail=f"{run.tally.total_sent} sent this run; state {run.state}{stopped}",
+    )
 
 
-def _already_done(ledger: Any, campaign: Campaign, edition: Edition) -> JobOutcome | None:
+def _already_done(ledger: Ledger, campaign: Campaign, edition: Edition) -> JobOutcome | None:
     info = ledger.get_edition(campaign.name, edition.key)
     if info is None or info.state not in DONE_STATES:
         return None
@@ -110,121 +127,7 @@ def _already_done(ledger: Any, campaign: Campaign, edition: Edition) -> JobOutco
     )
 
 
-def _run_locked(
-    campaign: Campaign,
-    edition: Edition,
-    ledger: Any,
-    now: datetime,
-    should_stop: Callable[[], bool],
-) -> JobOutcome:
-    # Checked again under the lock: another worker may have finished it while we waited.
-    done = _already_done(ledger, campaign, edition)
-    if done is not None:
-        return done
-    started = time.monotonic()
-    report_dict: dict[str, Any] | None = None
-    api_key, api_host = sendgrid_env()
-    try:
-        if campaign.personalize is not None and campaign.personalize.enabled:
-            _personalize(campaign, edition, ledger)
-        plan, plan_error = _plan(campaign, edition, ledger, now)
-        report = preflight(
-            campaign,
-            edition,
-            ledger,
-            now=now,
-            api_key=api_key,
-            api_host=api_host,
-            plan=plan,
-            plan_error=plan_error,
-        )
-        report_dict = report.as_dict()
-        report.raise_if_failed()
-        run = _send(campaign, edition, ledger, now, should_stop, api_key, api_host)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if isinstance(exc, CalmMailError) else repr(exc)
-        alerts.announce(
-            alerts.failure_summary(
-                campaign.name,
-                edition.key,
-                reason,
-                seconds=time.monotonic() - started,
-                preflight=report_dict,
-            ),
-            campaign,
-        )
-        raise
-    summary = alerts.run_summary(run, preflight=report_dict, seconds=time.monotonic() - started)
-    _store_summary(ledger, campaign, edition, summary)
-    alerts.announce(summary, campaign)
-    status = "sent" if summary["ok"] else "not_finished"
-    return JobOutcome(
-        campaign=campaign.name,
-        edition=edition.key,
-        status=status,
-        detail=f"{run.tally.total_sent} sent this run; state {run.state}"
-        + (f"; stopped: {run.tally.stopped}" if run.tally.stopped else ""),
-    )
-
-
-def sendgrid_env() -> tuple[str | None, str]:
-    from calm_mail.deliver.sendgrid import DEFAULT_HOST
-
-    return os.environ.get("SENDGRID_API_KEY"), os.environ.get("SENDGRID_API_HOST") or DEFAULT_HOST
-
-
-def _plan(
-    campaign: Campaign, edition: Edition, ledger: Any, now: datetime
-) -> tuple[Any, str | None]:
-    """(the plan pre-flight judges, None) or (None, why it could not be made).
-
-    Records nothing: run_edition plans again (deterministically the same) and records.
-    """
-    from calm_mail.deliver.run import ReadOnlyAssignments
-    from calm_mail.plan.planner import plan_edition
-
-    try:
-        plan = plan_edition(
-            campaign, edition, store=ReadOnlyAssignments(ledger), now=now, record=False
-        )
-    except CalmMailError as exc:  # unfit inputs: a pre-flight failure, reported with the rest
-        return None, str(exc)
-    return plan, None
-
-
-def _send(
-    campaign: Campaign,
-    edition: Edition,
-    ledger: Any,
-    now: datetime,
-    should_stop: Callable[[], bool],
-    api_key: str | None,
-    api_host: str,
-) -> Any:
-    from calm_mail.deliver.run import RunOptions, run_edition
-
-    # Pre-flight already ran on this edition's plan (above), so run_edition skips its own.
-    options = RunOptions(
-        api_key=api_key, api_host=api_host, now=now, should_stop=should_stop, preflight=False
-    )
-    return run_edition(campaign, edition, ledger, options)
-
-
-def _store_summary(
-    ledger: Any, campaign: Campaign, edition: Edition, summary: dict[str, Any]
-) -> None:
-    info = ledger.get_edition(campaign.name, edition.key)
-    if info is not None:
-        ledger.update_edition(info.edition_id, summary=summary)
-        ledger.log_action(info.edition_id, "run", {"ok": summary["ok"], "state": summary["state"]})
-
-
-def _personalize(campaign: Campaign, edition: Edition, ledger: Any) -> None:
-    import boto3
-
-    from calm_mail.inputs.sources import s3_client
-    from calm_mail.ops.personalize_job import run_batch_job
-
+def _personalize(campaign: Campaign, edition: Edition, ledger: Ledger) -> None:
     job = run_batch_job(
         boto3.client("personalize"),
         campaign,
@@ -235,13 +138,8 @@ def _personalize(campaign: Campaign, edition: Edition, ledger: Any) -> None:
     log.info("Personalize job %s is ACTIVE; output under %s", job.name, job.output_prefix)
 
 
-def eligible_user_ids(campaign: Campaign, edition: Edition, ledger: Any) -> Iterator[str]:
+def eligible_user_ids(campaign: Campaign, edition: Edition, ledger: Ledger) -> Iterator[str]:
     """The users who may get the edition (streamed), for the Personalize batch input."""
-    from calm_mail.inputs import iter_audience
-    from calm_mail.plan.eligibility import Eligibility
-    from calm_mail.plan.planner import edition_instant
-    from calm_mail.records import SkipCounter
-
     rules = Eligibility(
         campaign, edition, now=edition_instant(edition), suppressed=ledger.all_suppressed()
     )

@@ -38,7 +38,6 @@ picks the edition up. A second signal stops at once — still safe, the ledger r
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 from collections.abc import Iterable, Sequence
@@ -53,11 +52,10 @@ from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from calm_mail.campaign import Campaign
-from calm_mail.errors import ConfigError
 from calm_mail.ops import job as edition_job
+from calm_mail.ops.trigger import trigger_for
 
 log = logging.getLogger(__name__)
 
@@ -68,29 +66,6 @@ COALESCE = True
 MAX_INSTANCES = 1
 MISFIRE_GRACE_S = 12 * 3600
 WORKERS = 4  # campaigns that may send at the same time in one scheduler
-
-_PREPARE = re.compile(
-    r"^\s*(?P<days>[a-z0-9,\-*]+)\s+(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\s*$"
-)
-
-
-def trigger_for(campaign: Campaign) -> CronTrigger:
-    """The cron trigger of ``[schedule] prepare`` (UTC). ConfigError names the key when wrong."""
-    text = campaign.schedule.prepare
-    where = f"{campaign.path}: schedule.prepare = {text!r}"
-    match = _PREPARE.match(text.lower())
-    if not match:
-        raise ConfigError(f'{where}: expected "<days> HH:MM" in UTC, e.g. "fri 18:00"')
-    try:
-        return CronTrigger(
-            day_of_week=match["days"],
-            hour=int(match["h"]),
-            minute=int(match["m"]),
-            second=int(match["s"] or 0),
-            timezone=UTC,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def job_id(campaign: str) -> str:

@@ -37,7 +37,7 @@ from calm_mail.plan.rules import (
     load_campaign_rules,
     new_items,
 )
-from calm_mail.plan.sendtime import SendTimer, window_problems
+from calm_mail.plan.sendtime import SendTimer, send_window
 from calm_mail.plan.sources import PopularityCounter, Sources, popular_items
 from calm_mail.plan.summary import PlanSummary, Tally, format_summary
 from calm_mail.records import (
@@ -432,7 +432,7 @@ def _plan_edition(
     if record:
         fresh = [(d.user_id, d.arm) for d in deliveries if d.user_id not in ctx.sticky]
         store.record_assignments(campaign.experiment.name, ed.key, fresh)
-    warnings = notes + window_problems((d.send_at for d in deliveries if not d.is_holdout), now)
+    warnings = notes + send_window((d.send_at for d in deliveries if not d.is_holdout), now).problems()
     if ctx.rules.guard_hits:
         warnings.append(
             f"the hard guards removed {ctx.rules.guard_hits} item(s) the rule file "

@@ -10,13 +10,14 @@ with ``fold=0``; an ambiguous one (fall-back) takes its first occurrence.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from calm_mail.campaign import Schedule
 from calm_mail.records import User
 
-SENDGRID_WINDOW = timedelta(hours=72)
+SENDGRID_WINDOW = timedelta(hours=72)  # SendGrid refuses a send_at further ahead than this
 
 
 class SendTimer:
@@ -65,27 +66,53 @@ def _valid_zone(name: str) -> bool:
     return True
 
 
-def window_problems(send_ats: Iterable[datetime], run_at: datetime) -> list[str]:
-    """What SendGrid will not do as planned: send_at over 72 h ahead (refused), or in the past.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendWindow:
+    """Where an edition's send times fall against SendGrid's scheduling window, for a run
+    starting at `run_at`: `too_early` of them are refused (more than 72 h ahead; a run after
+    `run_after` takes them all), `passed` go out at once (their time is behind `run_at`)."""
 
-    A past send_at is not refused: SendGrid sends it at once, which is worth a warning.
-    """
-    ahead = 0
-    past = 0
+    run_at: datetime
+    total: int
+    too_early: int
+    passed: int
+    run_after: datetime | None
+
+    @property
+    def refused(self) -> bool:
+        return self.too_early > 0
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.run_after is not None:
+            problems.append(
+                f"{self.too_early} send time(s) are more than 72 h after "
+                f"{self.run_at:%Y-%m-%d %H:%M} UTC and SendGrid refuses them; run the edition "
+                f"after {self.run_after:%Y-%m-%d %H:%M} UTC"
+            )
+        if self.passed:
+            problems.append(
+                f"{self.passed} send time(s) have already passed; they would go out at once"
+            )
+        return problems
+
+
+def send_window(send_ats: Iterable[datetime], run_at: datetime) -> SendWindow:
+    """The one test of SendGrid's window: a send_at more than 72 h ahead is refused; a past
+    one is not refused (SendGrid sends it at once), which is worth a warning."""
+    total = ahead = passed = 0
     last_ahead: datetime | None = None
     for at in send_ats:
+        total += 1
         if at - run_at > SENDGRID_WINDOW:
             ahead += 1
             last_ahead = at if last_ahead is None else max(last_ahead, at)
         elif at < run_at:
-            past += 1
-    problems = []
-    if last_ahead is not None:
-        problems.append(
-            f"{ahead} send time(s) are more than 72 h after {run_at:%Y-%m-%d %H:%M} UTC and "
-            f"SendGrid refuses them; run the edition after "
-            f"{last_ahead - SENDGRID_WINDOW:%Y-%m-%d %H:%M} UTC"
-        )
-    if past:
-        problems.append(f"{past} send time(s) have already passed; they would go out at once")
-    return problems
+            passed += 1
+    return SendWindow(
+        run_at=run_at,
+        total=total,
+        too_early=ahead,
+        passed=passed,
+        run_after=None if last_ahead is None else last_ahead - SENDGRID_WINDOW,
+    )

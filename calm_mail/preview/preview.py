@@ -55,7 +55,7 @@ class UnknownUser(UsageError, LookupError):
 
 class PreviewStore(Protocol):
     """What the preview reads from the ledger: sticky arms and suppressions. Pass it read-only
-    (`deliver.run.ReadOnlyAssignments`): a preview is not an exposure and records nothing."""
+    (`ops.pipeline.ReadOnlyAssignments`): a preview is not an exposure and records nothing."""
 
     def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]: ...
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import socket
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
 from calm_mail.campaign import Campaign, load_campaign
-from calm_mail.deliver.engine import Tally
-from calm_mail.deliver.run import RunReport
+from calm_mail.deliver.engine import SendTally
+from calm_mail.ops.run_report import RunReport
 from calm_mail.ops import alerts
+from calm_mail.ops.checks import Check, Status
+from calm_mail.ops.preflight import PreflightReport
 from tests.ops.conftest import Recorder, make_root
 
 SECRET_PATH = "/services/T000/B000/XXXXSECRETXXXX"
@@ -24,8 +27,12 @@ def campaign(tmp_path: Path) -> Campaign:
     return load_campaign("weekly_winddown", make_root(tmp_path))
 
 
-def _report(state: str = "sent", stopped: str | None = None) -> RunReport:
-    tally = Tally(sent=Counter(control=3, personalized=4), failed=Counter({"400 bad address": 1}))
+def _report(
+    state: str = "sent", stopped: str | None = None, preflight: PreflightReport | None = None
+) -> RunReport:
+    tally = SendTally(
+        sent=Counter(control=3, personalized=4), failed=Counter({"400 bad address": 1})
+    )
     tally.stopped = stopped
     return RunReport(
         campaign="weekly_winddown",
@@ -42,14 +49,20 @@ def _report(state: str = "sent", stopped: str | None = None) -> RunReport:
         },
         state=state,
         seconds=1.23456,
+        preflight=preflight,
     )
 
 
-PREFLIGHT = {"ok": True, "checks": [{"name": "srm", "ok": True, "detail": "p = 0.6"}]}
+PREFLIGHT = PreflightReport(
+    campaign="weekly_winddown",
+    edition="2026-W48",
+    at=datetime(2026, 11, 27, 18, tzinfo=UTC),
+    checks=(Check(name="srm", status=Status.OK, detail="p = 0.6"),),
+)
 
 
 def test_the_summary_is_one_json_line(caplog: pytest.LogCaptureFixture) -> None:
-    summary = alerts.run_summary(_report(), preflight=PREFLIGHT)
+    summary = alerts.run_summary(_report(preflight=PREFLIGHT))
     with caplog.at_level(logging.INFO, logger="calm_mail.run"):
         alerts.announce(summary)
     records = [r for r in caplog.records if r.name == "calm_mail.run"]
@@ -73,7 +86,7 @@ def test_posts_to_slack_when_configured(
 ) -> None:
     monkeypatch.setenv("CALM_MAIL_SLACK_WEBHOOK_URL", http_endpoint.url + SECRET_PATH)
     with caplog.at_level(logging.DEBUG):
-        alerts.announce(alerts.run_summary(_report(), preflight=PREFLIGHT), campaign)
+        alerts.announce(alerts.run_summary(_report(preflight=PREFLIGHT)), campaign)
     [request] = http_endpoint.requests
     assert request["method"] == "POST" and request["path"] == SECRET_PATH
     assert request["headers"]["Content-Type"] == "application/json"

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from calm_mail.cli import main
-from calm_mail.ops.lock import edition_lock
+from calm_mail.store.locks import edition_lock
 from calm_mail.store import Ledger
 from tests.ops.conftest import Recorder, Weekend, make_root
 
@@ -73,7 +73,9 @@ def test_a_failed_preflight_sends_nothing_and_alerts(
         assert info is not None and info.preflight is not None
         assert info.preflight["ok"] is False
         failed = [c["name"] for c in info.preflight["checks"] if not c["ok"]]
-        assert failed == ["personalize_fresh", "sendgrid_key"]
+        assert failed == ["personalize_fresh"]
+        key = info.preflight["checks"][-1]  # not tried once a check failed: not a failure
+        assert (key["name"], key["status"], key["code"]) == ("sendgrid_key", "skipped", "not_tried")
         assert ledger.counts(info.edition_id) == {}
 
     # Fixed inputs: the same command sends the edition (0), and a re-run has nothing to do (0).

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from calm_mail.errors import LockHeld
-from calm_mail.ops.lock import edition_lock, lock_name
+from calm_mail.store.locks import edition_lock, lock_name
 from calm_mail.store import Ledger
 
 
@@ -98,7 +98,7 @@ def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
         pytest.skip("PostgreSQL only: the session advisory lock")
     import sqlalchemy as sa
 
-    from calm_mail.ops.lock import advisory_key
+    from calm_mail.store.locks import advisory_key
 
     key = advisory_key(lock_name("weekly", "2026-W48"))
     crashed = ledger.engine.connect()  # a holder's session, no lease row at all

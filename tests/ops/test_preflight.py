@@ -15,7 +15,8 @@ from calm_mail.campaign import Campaign, load_campaign
 from calm_mail.demo.data import generate
 from calm_mail.edition import Edition
 from calm_mail.errors import PreflightError
-from calm_mail.ops.preflight import CheckFailed, check_fresh, preflight, widest_window
+from calm_mail.ops.checks import CONFIG_CHECKS, CheckContext, CheckFailed, Status
+from calm_mail.ops.preflight import check_fresh, preflight, widest_window
 from calm_mail.plan.srm import srm_check
 from calm_mail.records import ContentSource, PlannedDelivery
 from calm_mail.sandbox.config import SandboxConfig
@@ -26,7 +27,7 @@ from tests.ops.conftest import make_root
 EDITION = Edition.parse("2026-W48")  # Saturday 2026-11-28
 FRIDAY = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
 NO_KEY = ("sendgrid_key",)
-QUICK = ("sendgrid_key", "config")  # validate_campaign is tested on its own
+QUICK = ("sendgrid_key", *CONFIG_CHECKS)  # the campaign's files are tested on their own
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +51,17 @@ def _failed(report: Any) -> dict[str, str]:
     return {c.name: c.detail for c in report.checks if not c.ok}
 
 
-def test_passes_and_is_stored_with_the_edition(campaign: Campaign, tmp_path: Path) -> None:
-    with run_sandbox() as sandbox, Ledger.connect(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
-        report = preflight(
-            campaign, EDITION, ledger, now=FRIDAY, api_key="SG.x", api_host=sandbox.url
-        )
-        info = ledger.get_edition("weekly_winddown", EDITION.key)
-        log = ledger.edition_log(info.edition_id)  # type: ignore[union-attr]
+def test_passes_with_every_check_named(campaign: Campaign) -> None:
+    with run_sandbox() as sandbox:
+        report = preflight(campaign, EDITION, now=FRIDAY, api_key="SG.x", api_host=sandbox.url)
     assert report.ok, report.text()
     assert [c.name for c in report.checks] == [
-        "inputs",
+        *CONFIG_CHECKS,
         "personalize_fresh",
-        "editorial",
-        "config",
         "send_window",
         "sendgrid_key",
     ]
-    assert info is not None and info.preflight == report.as_dict()
-    assert [(e.action, e.detail) for e in log] == [("preflight", {"ok": True, "failed": []})]
+    assert all(c.status is Status.OK for c in report.checks)
     report.raise_if_failed()  # no error
 
 
@@ -76,18 +70,24 @@ def test_every_problem_is_reported_at_once(campaign: Campaign, data: Path) -> No
     for part in (data / "personalize" / EDITION.key).iterdir():
         os.utime(part, (stale, stale))
     monday = FRIDAY - timedelta(days=4)
-    report = preflight(campaign, EDITION, None, now=monday, api_key=None, api_host="http://x")
+    report = preflight(campaign, EDITION, now=monday, api_key=None, api_host="http://x")
     failed = _failed(report)
-    assert set(failed) == {"send_window", "sendgrid_key"}  # monday: 5 days early, not stale
-    report = preflight(campaign, EDITION, None, now=FRIDAY, api_key=None, api_host="http://x")
+    assert set(failed) == {"send_window"}  # monday: 5 days early, not stale
+    # The provider is not asked once a check failed: reported as not tried, not as failed.
+    key = report.checks[-1]
+    assert key.name == "sendgrid_key" and key.status is Status.SKIPPED and key.ok
+    report = preflight(campaign, EDITION, now=FRIDAY, api_key=None, api_host="http://x")
     failed = _failed(report)
-    assert set(failed) == {"personalize_fresh", "sendgrid_key"}
+    assert set(failed) == {"personalize_fresh"}
+    fresh = next(c for c in report.checks if c.name == "personalize_fresh")
+    assert (fresh.code, fresh.key) == ("stale", "inputs.max_age_days")
     assert "older than inputs.max_age_days = 7" in failed["personalize_fresh"]
     with pytest.raises(PreflightError) as caught:
         report.raise_if_failed()
     text = str(caught.value)
-    assert text.startswith("pre-flight weekly_winddown 2026-W48: FAILED (2 of 6)")
+    assert text.startswith("pre-flight weekly_winddown 2026-W48: FAILED (1 of 11)")
     assert "FAIL personalize_fresh" in text and "Nothing was sent." in text
+    assert caught.value.report == report.as_dict()
 
 
 def test_a_missing_editorial_locale_fails(campaign: Campaign, tmp_path: Path) -> None:
@@ -96,14 +96,14 @@ def test_a_missing_editorial_locale_fails(campaign: Campaign, tmp_path: Path) ->
     (tmp_path / "editorial.toml").write_text(text)
     inputs = campaign.inputs.model_copy(update={"editorial": str(tmp_path / "editorial.toml")})
     changed = campaign.model_copy(update={"inputs": inputs})
-    report = preflight(changed, EDITION, None, now=FRIDAY, api_key=None, api_host="x", skip=NO_KEY)
+    report = preflight(changed, EDITION, now=FRIDAY, api_key=None, api_host="x", skip=NO_KEY)
     assert "ja-JP" in _failed(report)["editorial"]
 
 
 def test_a_rejected_key_fails_after_one_request(campaign: Campaign) -> None:
     with run_sandbox(SandboxConfig(api_keys=frozenset({"SG.good"}))) as sandbox:
         report = preflight(
-            campaign, EDITION, None, now=FRIDAY, api_key="SG.wrong-secret", api_host=sandbox.url
+            campaign, EDITION, now=FRIDAY, api_key="SG.wrong-secret", api_host=sandbox.url
         )
         requests = sum(sandbox.stats()["by_status"].values())
     detail = _failed(report)["sendgrid_key"]
@@ -122,7 +122,7 @@ class _Summary:
 class _Plan:
     deliveries: tuple[PlannedDelivery, ...]
     summary: _Summary
-    personalize_covered: int | None = None  # not counted: pre-flight reads the output
+    personalize_covered: int | None = 0  # none of these made-up users has a Personalize line
 
 
 def _delivery(n: int, arm: str, send_at: datetime) -> PlannedDelivery:
@@ -150,27 +150,33 @@ def test_srm_and_coverage_and_window_from_the_plan(campaign: Campaign) -> None:
     srm = srm_check({"control": 300, "personalized": 100}, campaign.experiment.weights)
     plan = _Plan(deliveries=deliveries, summary=_Summary(srm=srm, arms={}))
     report = preflight(
-        campaign, EDITION, None, now=FRIDAY, api_key=None, api_host="x", plan=plan, skip=QUICK
+        campaign, EDITION, now=FRIDAY, api_key=None, api_host="x", plan=plan, skip=QUICK
     )
     failed = _failed(report)
     assert "sample ratio mismatch" in failed["srm"]
-    # None of these made-up users is in the Personalize output.
     assert "covers 0 of 400 eligible users" in failed["personalize_coverage"]
-    assert "100 recipients' send time is more than 72 h ahead" in failed["send_window"]
+    assert "100 send time(s) are more than 72 h after" in failed["send_window"]
+    checks = {c.name: c for c in report.checks}
+    assert checks["srm"].code == "srm" and checks["send_window"].code == "too_early"
+    assert checks["personalize_coverage"].key == "inputs.min_coverage"
 
 
 def test_a_plan_that_could_not_be_made_is_a_failed_check(campaign: Campaign) -> None:
     report = preflight(
         campaign,
         EDITION,
-        None,
         now=FRIDAY,
         api_key=None,
         api_host="x",
         plan_error="users.csv: missing column EMAIL",
         skip=NO_KEY,
     )
-    assert report.checks[0] == ("plan", False, "users.csv: missing column EMAIL")
+    first = report.checks[0]
+    assert (first.name, first.ok, first.detail) == (
+        "plan",
+        False,
+        "users.csv: missing column EMAIL",
+    )
     assert not report.ok
 
 
@@ -189,6 +195,7 @@ def test_freshness_of_s3_output_uses_last_modified(
     inputs = campaign.inputs.model_copy(update={"recommendations": "s3://recs/{edition}/"})
     on_s3 = campaign.model_copy(update={"inputs": inputs})
     now = datetime.now(UTC)
-    assert "1 part file(s)" in check_fresh(on_s3, EDITION, now)
+    ctx = CheckContext(campaign=on_s3, edition=EDITION)
+    assert "1 part file(s)" in check_fresh(ctx, now)
     with pytest.raises(CheckFailed, match=r"older than inputs\.max_age_days"):
-        check_fresh(on_s3, EDITION, now + timedelta(days=8))
+        check_fresh(ctx, now + timedelta(days=8))

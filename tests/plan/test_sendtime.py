@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 
 from calm_mail.campaign import Schedule
-from calm_mail.plan.sendtime import SendTimer, window_problems
+from calm_mail.plan.sendtime import SendTimer, send_window
 
 from .conftest import user
 
@@ -59,14 +59,21 @@ def test_preferred_hour_when_enabled() -> None:
     assert on.send_at(user("u1", preferred_hour=None))[0].hour == 13
 
 
-def test_window_problems() -> None:
+def test_send_window() -> None:
     run_at = datetime(2026, 11, 27, 18, tzinfo=UTC)
     fine = [run_at + timedelta(hours=h) for h in (1, 24, 71)]
-    assert window_problems(fine, run_at) == []
-    problems = window_problems(
+    window = send_window(fine, run_at)
+    assert not window.refused and window.problems() == []
+    assert (window.total, window.too_early, window.passed) == (3, 0, 0)
+    window = send_window(
         [*fine, run_at + timedelta(hours=80), run_at - timedelta(hours=1)], run_at
     )
+    assert window.refused and (window.total, window.too_early, window.passed) == (5, 1, 1)
+    assert window.run_after == datetime(2026, 11, 28, 2, tzinfo=UTC)  # every send then fits
+    problems = window.problems()
     assert len(problems) == 2
     assert "1 send time(s) are more than 72 h" in problems[0]
-    assert "after 2026-11-28 02:00 UTC" in problems[0]  # when every send fits the window
+    assert "after 2026-11-28 02:00 UTC" in problems[0]
     assert "already passed" in problems[1]
+    exactly = send_window([run_at + timedelta(hours=72)], run_at)
+    assert not exactly.refused  # 72 h ahead is still inside the window

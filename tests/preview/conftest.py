@@ -79,7 +79,7 @@ class DryRun:
 @pytest.fixture(scope="session")
 def dry_run(campaign: Campaign, tmp_path_factory: pytest.TempPathFactory) -> DryRun:
     """`calm-mail run --dry-run` of the edition, as the real send composes it."""
-    from calm_mail.deliver.run import RunOptions, run_edition
+    from calm_mail.ops.pipeline import RunOptions, run_edition
     from calm_mail.store import Ledger
 
     folder = tmp_path_factory.mktemp("dry-run")

@@ -28,7 +28,7 @@ import orjson
 import pytest
 
 from calm_mail.edition import Edition
-from calm_mail.ops.lock import DEFAULT_TTL_S, lock_name
+from calm_mail.store.locks import DEFAULT_TTL_S, lock_name
 from calm_mail.records import ContentSource, DeliveryState
 from calm_mail.sandbox import SandboxConfig, SandboxHandle, WebhookSigner, run_sandbox
 from calm_mail.store import Ledger
@@ -169,7 +169,7 @@ class Stack:
     def let_lease_expire(self) -> None:
         """Stand in for the DEFAULT_TTL_S seconds a killed sender's lease outlives it on SQLite.
 
-        The edition lock is a lease row (calm_mail.ops.lock); a SIGKILLed holder cannot release
+        The edition lock is a lease row (calm_mail.store.locks); a SIGKILLed holder cannot release
         it, and on SQLite it is documented to block the edition until it expires. A ledger whose
         clock is past the expiry takes the lease and gives it back, as the next run would.
         """

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from calm_mail.cli import main
-from calm_mail.deliver.run import DRY_SUFFIX
+from calm_mail.ops.pipeline import DRY_SUFFIX
 from calm_mail.records import ContentSource
 from calm_mail.store import Ledger
 from tests.system.conftest import CAMPAIGN, EDITION
