@@ -13,7 +13,6 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -21,8 +20,8 @@ from calm_mail.campaign import load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
 from calm_mail.ops.pipeline import ReadOnlyAssignments
-from calm_mail.store import Ledger
 from calm_mail.preview.personas import PERSONAS
+from calm_mail.store import Ledger
 
 DEFAULT_COMMAND = "show"
 

@@ -197,7 +197,23 @@ class _Run:
             planned_new = self.record(info, plan)
         reconciled, tally = self.deliver(info, plan)
         with self.stage("finish"):
-            return self.finish(info, plan, planned_new, reconciled, tally)
+            state, counts = self.finish(info, tally)
+        return RunReport(
+            campaign=self.campaign.name,
+            edition=self.edition.key,
+            dry_run=self.options.dry_run,
+            planned_new=planned_new,
+            tally=tally,
+            reconciled=reconciled,
+            counts=counts,
+            state=state,
+            seconds=time.monotonic() - self.started,
+            outbox=outbox_folder(self.campaign, self.options) if self.options.dry_run else None,
+            plan_summary=plan.summary,
+            preflight=self.preflight,
+            stage_cpu=dict(self.stage_cpu),
+            partial=self.options.shard is not None or self.options.limit is not None,
+        )
 
     def open_edition(self) -> EditionInfo:
         """The edition's row; a cancelled edition sends nothing, a paused one needs --resume."""
@@ -328,15 +344,8 @@ class _Run:
             return "stopped: the scheduler is shutting down"
         return None
 
-    def finish(
-        self,
-        info: EditionInfo,
-        plan: PlanResult,
-        planned_new: int,
-        reconciled: ReconcileResult | None,
-        tally: SendTally,
-    ) -> RunReport:
-        """The edition's state after this run: sent when no row is left open."""
+    def finish(self, info: EditionInfo, tally: SendTally) -> tuple[str, dict[tuple[str, str], int]]:
+        """The edition's state after this run (sent when no row is left open), and its counts."""
         counts = self.ledger.counts(info.edition_id)
         open_rows = sum(n for (state, _), n in counts.items() if state in ("planned", "claimed"))
         if tally.circuit_open:
@@ -347,28 +356,9 @@ class _Run:
         state = "sent" if open_rows == 0 else ("failed" if tally.fatal else "sending")
         current = self.ledger.get_edition_state(info.edition_id)
         if current in ("cancelled", "paused"):
-            state = current
-        else:
-            self.ledger.update_edition(info.edition_id, state=state)
-        return RunReport(
-            campaign=self.campaign.name,
-            edition=self.edition.key,
-            dry_run=self.options.dry_run,
-            planned_new=planned_new,
-            tally=tally,
-            reconciled=reconciled,
-            counts=counts,
-            state=state,
-            seconds=time.monotonic() - self.started,
-            outbox=self.options_outbox(),
-            plan_summary=plan.summary,
-            preflight=self.preflight,
-            stage_cpu=dict(self.stage_cpu),
-            partial=self.options.shard is not None or self.options.limit is not None,
-        )
-
-    def options_outbox(self) -> Path | None:
-        return outbox_folder(self.campaign, self.options) if self.options.dry_run else None
+            return current, counts
+        self.ledger.update_edition(info.edition_id, state=state)
+        return state, counts
 
     def resume_or_refuse(self, info: EditionInfo) -> None:
         """A paused edition sends nothing until someone says --resume (which also lifts a

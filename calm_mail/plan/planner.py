@@ -432,7 +432,8 @@ def _plan_edition(
     if record:
         fresh = [(d.user_id, d.arm) for d in deliveries if d.user_id not in ctx.sticky]
         store.record_assignments(campaign.experiment.name, ed.key, fresh)
-    warnings = notes + send_window((d.send_at for d in deliveries if not d.is_holdout), now).problems()
+    window = send_window((d.send_at for d in deliveries if not d.is_holdout), now)
+    warnings = notes + window.problems()
     if ctx.rules.guard_hits:
         warnings.append(
             f"the hard guards removed {ctx.rules.guard_hits} item(s) the rule file "

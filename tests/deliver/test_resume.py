@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from calm_mail.campaign import load_campaign
-from calm_mail.ops.pipeline import RunOptions, run_edition
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
+from calm_mail.ops.pipeline import RunOptions, run_edition
 from calm_mail.store import Ledger
 from tests.deliver.conftest import KEY
 

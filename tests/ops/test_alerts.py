@@ -13,10 +13,10 @@ import pytest
 
 from calm_mail.campaign import Campaign, load_campaign
 from calm_mail.deliver.engine import SendTally
-from calm_mail.ops.run_report import RunReport
 from calm_mail.ops import alerts
 from calm_mail.ops.checks import Check, Status
 from calm_mail.ops.preflight import PreflightReport
+from calm_mail.ops.run_report import RunReport
 from tests.ops.conftest import Recorder, make_root
 
 SECRET_PATH = "/services/T000/B000/XXXXSECRETXXXX"

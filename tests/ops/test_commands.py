@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from calm_mail.cli import main
-from calm_mail.store.locks import edition_lock
 from calm_mail.store import Ledger
+from calm_mail.store.locks import edition_lock
 from tests.ops.conftest import Recorder, Weekend, make_root
 
 

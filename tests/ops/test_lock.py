@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from calm_mail.errors import LockHeld
-from calm_mail.store.locks import edition_lock, lock_name
 from calm_mail.store import Ledger
+from calm_mail.store.locks import edition_lock, lock_name
 
 
 def test_a_second_holder_is_refused_with_the_holders_name(ledger: Ledger) -> None:

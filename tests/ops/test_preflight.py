@@ -21,7 +21,6 @@ from calm_mail.plan.srm import srm_check
 from calm_mail.records import ContentSource, PlannedDelivery
 from calm_mail.sandbox.config import SandboxConfig
 from calm_mail.sandbox.server import run_sandbox
-from calm_mail.store import Ledger
 from tests.ops.conftest import make_root
 
 EDITION = Edition.parse("2026-W48")  # Saturday 2026-11-28

@@ -65,9 +65,7 @@ def test_send_window() -> None:
     window = send_window(fine, run_at)
     assert not window.refused and window.problems() == []
     assert (window.total, window.too_early, window.passed) == (3, 0, 0)
-    window = send_window(
-        [*fine, run_at + timedelta(hours=80), run_at - timedelta(hours=1)], run_at
-    )
+    window = send_window([*fine, run_at + timedelta(hours=80), run_at - timedelta(hours=1)], run_at)
     assert window.refused and (window.total, window.too_early, window.passed) == (5, 1, 1)
     assert window.run_after == datetime(2026, 11, 28, 2, tzinfo=UTC)  # every send then fits
     problems = window.problems()

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calm_mail.campaign import Campaign
-from calm_mail.ops.pipeline import DRY_SUFFIX, ReadOnlyAssignments
 from calm_mail.errors import UsageError
 from calm_mail.inputs import iter_audience
+from calm_mail.ops.pipeline import DRY_SUFFIX, ReadOnlyAssignments
 from calm_mail.preview.personas import PERSONAS
 from calm_mail.preview.preview import EditionPreview, UnknownUser
 from calm_mail.records import SkipCounter

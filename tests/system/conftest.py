@@ -28,11 +28,11 @@ import orjson
 import pytest
 
 from calm_mail.edition import Edition
-from calm_mail.store.locks import DEFAULT_TTL_S, lock_name
 from calm_mail.records import ContentSource, DeliveryState
 from calm_mail.sandbox import SandboxConfig, SandboxHandle, WebhookSigner, run_sandbox
 from calm_mail.store import Ledger
 from calm_mail.store.ledger import DeliveryRow
+from calm_mail.store.locks import DEFAULT_TTL_S, lock_name
 from calm_mail.track.receiver import ReceiverConfig, create_receiver
 from calm_mail.track.server import serve_in_thread
 
