@@ -294,14 +294,17 @@ def check_srm(campaign: Campaign, plan: PlanLike, deliveries: Iterable[PlannedDe
     if srm is None:
         from calm_mail.plan.srm import srm_check
 
-        srm = srm_check(Counter(d.arm for d in deliveries), campaign.experiment.weights)
-    detail = f"chi-square {srm.chi_square:.3f}, p = {srm.p_value:.3g}"
+        srm = srm_check(
+            Counter(d.arm for d in deliveries),
+            campaign.experiment.weights,
+            tested="planned split vs weights",
+        )
     if srm.flagged:
         raise CheckFailed(
-            f"sample ratio mismatch ({detail} < 0.001): the arm split does not match the "
-            "weights; do not send until it is explained"
+            f"sample ratio mismatch ({srm.describe()} < {srm.threshold:g}): the arm split does "
+            "not match the weights; do not send until it is explained"
         )
-    return detail
+    return srm.describe()
 
 
 def check_key(api_key: str | None, api_host: str) -> str:
