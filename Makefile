@@ -3,35 +3,31 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-NATIVE := $(VENV)/.native
 
 .PHONY: demo test lint bench clean install
 
+# The runtime, plus the `dev` extra: the sandbox, demo and bench dependencies and the test tools.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The plan's id scan in C (optional: without a compiler the plan reads ids in Python)
-$(NATIVE): $(STAMP) calm_mail/inputs/idscan.c
-	$(BIN)/python -m calm_mail.native
-	touch $(NATIVE)
+install: $(STAMP)
 
-install: $(NATIVE)
-
-demo: $(NATIVE)
+demo: $(STAMP)
 	$(BIN)/calm-mail demo
 
-test: $(NATIVE)
+test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check calm_mail tests benchmarks
 	$(BIN)/ruff format --check calm_mail tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-bench: $(NATIVE)
+bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:

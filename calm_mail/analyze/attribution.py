@@ -4,8 +4,8 @@ Two steps with a clean seam between them:
 
 - `load_frames` reads the ledger's tables with SQL (SQLAlchemy Core selects, ``pandas.read_sql``)
   into `Frames` — the only place that knows about the database;
-- `compute_metrics` is pure over those DataFrames, vectorized (``merge_asof``/``groupby``, no
-  Python loop per user) so a million deliveries and ten million events fit in seconds.
+- `compute_metrics` is pure over those DataFrames and vectorized (``merge_asof``/``groupby``):
+  no Python loop per user.
 
 Definitions (one row per delivery, i.e. per user and edition):
 

@@ -5,7 +5,9 @@ Formulas: ``shared/reference/experiment-stats.md`` §3 (gbstats is the reference
 
 - relative lift ``(μT−μC)/|μC|`` with the delta-method standard error, absolute lift ``μT−μC``;
   both with a two-sided Welch t-test (Welch–Satterthwaite ν on the per-arm variances);
-- the sample-ratio-mismatch χ² test, Holm and Bonferroni adjustments, power, MDE, sample size.
+- Holm and Bonferroni adjustments, power, MDE, sample size.
+
+The sample-ratio-mismatch test is `calm_mail.plan.srm`, shared with the plan and pre-flight.
 
 A comparison that cannot be made (an arm too small, a zero control mean, no variance in an arm)
 comes back as an `Effect` with ``insufficient`` set and no numbers — never NaN, never a crash.
@@ -14,15 +16,13 @@ comes back as an `Effect` with ``insufficient`` set and no numbers — never NaN
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from scipy import optimize
-from scipy.stats import chi2, norm
+from scipy.stats import norm
 from scipy.stats import t as student_t
-
-SRM_THRESHOLD = 0.001  # GrowthBook's DEFAULT_SRM_THRESHOLD
 
 Kind = Literal["proportion", "mean"]
 Difference = Literal["relative", "absolute"]
@@ -162,67 +162,6 @@ def absolute_lift(control: ArmStat, treatment: ArmStat, *, alpha: float = 0.05) 
     se = math.sqrt(control.variance / control.n + treatment.variance / treatment.n)
     return _two_sided(
         "absolute", treatment.mean - control.mean, se, welch_df(control, treatment), alpha
-    )
-
-
-# --------------------------------------------------------------------------- SRM
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SrmResult:
-    """Pearson χ² of observed units per arm against the configured weights (§3.4)."""
-
-    observed: Mapping[str, int]
-    expected: Mapping[str, float]
-    chi2: float | None
-    df: int
-    p_value: float | None
-    threshold: float
-    insufficient: str | None = None
-
-    @property
-    def flagged(self) -> bool:
-        return self.p_value is not None and self.p_value < self.threshold
-
-
-def srm_check(
-    observed: Mapping[str, int], weights: Mapping[str, float], *, threshold: float = SRM_THRESHOLD
-) -> SrmResult:
-    """χ² = Σ(O−E)²/E with E_i = w_i/Σw·ΣO and k−1 df; flagged when p < threshold.
-
-    ``weights`` names the arms; an arm missing from ``observed`` counts 0 units.
-    """
-    arms = sorted(weights)
-    counts = {arm: int(observed.get(arm, 0)) for arm in arms}
-    total = sum(counts.values())
-    weight_sum = sum(weights[arm] for arm in arms)
-    expected = {arm: weights[arm] / weight_sum * total for arm in arms} if weight_sum else {}
-    reason = None
-    if len(arms) < 2:
-        reason = "fewer than 2 arms"
-    elif total == 0:
-        reason = "no units"
-    elif any(weights[arm] <= 0 for arm in arms):
-        reason = "an arm has no weight"
-    if reason is not None:
-        return SrmResult(
-            observed=counts,
-            expected=expected,
-            chi2=None,
-            df=max(0, len(arms) - 1),
-            p_value=None,
-            threshold=threshold,
-            insufficient=reason,
-        )
-    statistic = sum((counts[a] - expected[a]) ** 2 / expected[a] for a in arms)
-    p_value = float(chi2.sf(statistic, len(arms) - 1))
-    return SrmResult(
-        observed=counts,
-        expected=expected,
-        chi2=float(statistic),
-        df=len(arms) - 1,
-        p_value=p_value,
-        threshold=threshold,
     )
 
 

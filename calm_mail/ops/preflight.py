@@ -45,7 +45,7 @@ from calm_mail.ops.checks import (
     run_checks,
 )
 from calm_mail.plan.sendtime import SendWindow, send_window
-from calm_mail.plan.srm import SRM_THRESHOLD, SrmResult
+from calm_mail.plan.srm import SrmResult
 from calm_mail.records import ContentSource, PlannedDelivery
 
 # The widest spread of local clocks on Earth: a local time happens first at UTC+14, last at -12.
@@ -207,15 +207,14 @@ def check_coverage(ctx: CheckContext, plan: PlanLike) -> str:
 
 
 def check_srm(srm: SrmResult) -> str:
-    detail = f"chi-square {srm.chi_square:.3f}, p = {srm.p_value:.3g}"
     if srm.flagged:
         raise CheckFailed(
-            f"sample ratio mismatch ({detail} < {SRM_THRESHOLD:g}): the arm split does not "
-            "match the weights; do not send until it is explained",
+            f"sample ratio mismatch ({srm.describe()} < {srm.threshold:g}): the arm split does "
+            "not match the weights; do not send until it is explained",
             code="srm",
             key="experiment.weights",
         )
-    return detail
+    return srm.describe()
 
 
 def check_key(api_key: str | None, api_host: str) -> str:

@@ -140,11 +140,13 @@ class Tally:
         warnings: list[str],
     ) -> PlanSummary:
         arms = {name: self._arm(name, t) for name, t in self.arms.items()}
-        srm = srm_check({n: a.users for n, a in arms.items()}, weights)
+        srm = srm_check(
+            {n: a.users for n, a in arms.items()}, weights, tested="planned split vs weights"
+        )
         warnings = list(warnings)
         if srm.flagged:
             warnings.append(
-                f"sample ratio mismatch: p = {srm.p_value:.2g} < 0.001; the arm "
+                f"sample ratio mismatch: p = {srm.p_value:.2g} < {srm.threshold:g}; the arm "
                 "split does not match the weights (changed weights? a filter that "
                 "depends on the arm?)"
             )
@@ -206,14 +208,9 @@ def format_summary(summary: PlanSummary) -> Group:
             )
         )
     parts.append(_arm_table(summary))
-    srm_style = "red" if summary.srm.flagged else "green"
-    parts.append(
-        Text(
-            f"SRM chi-square {summary.srm.chi_square:.3f}, p = {summary.srm.p_value:.4g}"
-            + (" (MISMATCH)" if summary.srm.flagged else " (ok)"),
-            style=srm_style,
-        )
-    )
+    srm = summary.srm
+    status = " (MISMATCH)" if srm.flagged else "" if srm.insufficient else " (ok)"
+    parts.append(Text(f"SRM {srm.describe()}{status}", style="red" if srm.flagged else "green"))
     leak_style = "bold red" if summary.kids_leaks else "green"
     parts.append(Text(f"kids content to adults: {summary.kids_leaks}", style=leak_style))
     personalize = summary.skips.get("recommendations") or {}

@@ -116,15 +116,17 @@ class PreviewApp:
         return self._lint
 
     def check_files(self) -> int:
-        """Stat the watched files; on any change drop every cache and bump the version."""
+        """Stat the watched files; on any change drop every cache and bump the version once."""
         with self._lock:
-            current = self._stat_files()
-            if current != self._fingerprint:
-                self._fingerprint = current
+            if self._stat_files() != self._fingerprint:
                 self._campaign = None
                 self._editions.clear()
                 self._lint = None
                 self.version += 1
+                # Which files are watched follows the caches (the campaign's paths, the picks of
+                # the editions prepared), so re-take the fingerprint now they are dropped: else
+                # the next call sees the shorter list as one more change.
+                self._fingerprint = self._stat_files()
             return self.version
 
     def _watched(self) -> Iterator[Path]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import chisquare, ttest_ind_from_stats
+from scipy.stats import ttest_ind_from_stats
 from statsmodels.stats import proportion as sm_proportion
 from statsmodels.stats.multitest import multipletests
 
@@ -26,7 +26,6 @@ from calm_mail.analyze.stats import (
     relative_lift,
     sample_size_relative,
     sample_size_unpooled,
-    srm_check,
 )
 
 # gbstats 0.8.0 TwoSidedTTest on ProportionStatistic: ((nC, xC), (nT, xT)) ->
@@ -272,43 +271,10 @@ def test_counts_outside_the_arm_are_refused() -> None:
         ArmStat(n=10, mean=float("nan"), variance=1.0, kind="mean")
 
 
-# --------------------------------------------------------------------------- SRM
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    counts=st.lists(st.integers(1, 10**6), min_size=2, max_size=4),
-    weights=st.lists(st.floats(0.05, 10), min_size=4, max_size=4),
-)
-def test_srm_matches_scipy_chisquare(counts: list[int], weights: list[float]) -> None:
-    arms = [f"a{i}" for i in range(len(counts))]
-    w = dict(zip(arms, weights, strict=False))
-    result = srm_check(dict(zip(arms, counts, strict=True)), w)
-    total = sum(counts)
-    expected = [w[a] / sum(w.values()) * total for a in arms]
-    ref = chisquare(counts, expected)
-    assert result.chi2 == pytest.approx(ref.statistic, rel=1e-9, abs=1e-9)
-    assert result.p_value == pytest.approx(ref.pvalue, rel=1e-6, abs=1e-12)
-
-
-def test_srm_flags_a_planted_imbalance_and_not_a_fair_split() -> None:
-    weights = {"control": 50.0, "personalized": 50.0}
-    assert srm_check({"control": 50_600, "personalized": 49_400}, weights).flagged
-    assert not srm_check({"control": 50_100, "personalized": 49_900}, weights).flagged
-    skewed = srm_check({"a": 3300, "b": 3300, "c": 3700}, {"a": 1, "b": 1, "c": 1})
-    assert skewed.flagged and skewed.df == 2
-
-
-def test_srm_without_units_or_arms_is_insufficient() -> None:
-    assert srm_check({}, {"a": 1.0, "b": 1.0}).insufficient == "no units"
-    assert srm_check({"a": 5}, {"a": 1.0}).insufficient == "fewer than 2 arms"
-    assert not srm_check({}, {"a": 1.0, "b": 1.0}).flagged
-
-
 # --------------------------------------------------------------------------- Holm, Bonferroni
 
 
-@settings(max_examples=15, deadline=None)  # multipletests is slow to call (~50 ms here)
+@settings(max_examples=15, deadline=None)  # multipletests is slow to call
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=8))
 def test_holm_and_bonferroni_match_statsmodels(p_values: list[float]) -> None:
     assert holm(p_values) == pytest.approx(tuple(multipletests(p_values, method="holm")[1]))

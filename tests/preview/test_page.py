@@ -267,6 +267,8 @@ def test_page_reloads_itself_when_a_strings_file_changes(
 def test_a_broken_template_shows_the_error_until_it_is_fixed(server: str, page_root: Path) -> None:
     footer = page_root / "templates" / CAMPAIGN / "partials" / "footer.mjml"
     original = footer.read_text(encoding="utf-8")
+    # A prepared edition is watched too: dropping it from the cache is not a change of its own.
+    assert api(server, "/api/preview", edition=EDITION.key, persona="beginner").status_code == 200
     version = api(server, "/api/version").json()["version"]
     footer.write_text(original.replace("</mj-text>", "", 1), encoding="utf-8")
     try:
