@@ -128,11 +128,6 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
         found = lint_templates(campaign, catalog or None)
         return found or f"templates: {campaign.template_dir}"
 
-    def id_scan() -> str:
-        from calm_mail.inputs import idscan
-
-        return idscan.scan_note(idscan.native(), idscan.switched_off())
-
     check("catalog", read_catalog)
     check("audience", audience)
     check("recommendations", recommendations)
@@ -141,7 +136,6 @@ def validate_campaign(campaign: Campaign, edition: Edition) -> tuple[list[str], 
     check("editorial", editorial)
     check("rules", rules)
     check("templates", templates)
-    check("id scan", id_scan)
     return problems, notes
 
 

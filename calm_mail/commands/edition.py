@@ -104,7 +104,7 @@ def plan(
     as_json: bool,
 ) -> None:
     """Who gets what: eligibility, arms, items and send time for every user."""
-    from calm_mail.plan import planner
+    from calm_mail.plan import output, planner, summary
 
     camp = _campaign(ctx, campaign)
     with _ledger(ctx) as ledger:
@@ -118,14 +118,14 @@ def plan(
             explain=explain_user,
         )
         if out is not None:
-            planner.write_plan(result, out)
+            output.write_plan(result, out)
     if explain_user:
-        console.print(planner.explain(result, explain_user))
+        console.print(output.explain(result, explain_user))
         return
     if as_json:
         click.echo(orjson.dumps(_jsonable(result.summary), option=orjson.OPT_INDENT_2).decode())
     else:
-        console.print(planner.format_summary(result.summary))
+        console.print(summary.format_summary(result.summary))
     if out is not None:
         console.print(f"plan written to {out}")
 

@@ -238,8 +238,8 @@ def _personalize(campaign: Campaign, edition: Edition, ledger: Any) -> None:
 def eligible_user_ids(campaign: Campaign, edition: Edition, ledger: Any) -> Iterator[str]:
     """The users who may get the edition (streamed), for the Personalize batch input."""
     from calm_mail.inputs import iter_audience
+    from calm_mail.plan.context import edition_instant
     from calm_mail.plan.eligibility import Eligibility
-    from calm_mail.plan.planner import edition_instant
     from calm_mail.records import SkipCounter
 
     rules = Eligibility(

@@ -255,13 +255,12 @@ def check_coverage(
 
 
 def _covered(campaign: Campaign, edition: Edition, eligible: set[str]) -> int:
-    """How many `eligible` users have a well-formed Personalize line (structure only: no
-    line's 500 ids become strings)."""
+    """How many `eligible` users have a usable Personalize line."""
     from calm_mail.inputs import iter_recommendations
     from calm_mail.records import SkipCounter
 
     prefix = campaign.input_path("recommendations", edition)
-    lines = iter_recommendations(prefix, skips=SkipCounter(), wanted=(), scores=False)
+    lines = iter_recommendations(prefix, skips=SkipCounter())
     return len({rec.user_id for rec in lines if rec.user_id in eligible})
 
 
