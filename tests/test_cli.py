@@ -284,17 +284,6 @@ def test_validate_names_every_missing_input(tmp_path: Path) -> None:
 def test_validate_a_good_data_set(root: Path) -> None:
     output = ok(invoke(root, "validate", "weekly_winddown", "--edition", EDITION))
     assert f"weekly_winddown {EDITION}: valid" in output
-    assert "plan id scan: in " in output  # C, or Python and why
-
-
-def test_validate_says_which_id_scan_a_plan_will_use() -> None:
-    from types import ModuleType
-
-    from calm_mail.inputs.idscan import scan_note
-
-    assert scan_note(ModuleType("_idscan"), off=False) == "plan id scan: in C (the built module)"
-    assert "run `python -m calm_mail.native`" in scan_note(None, off=False)
-    assert "CALM_MAIL_NATIVE=0" in scan_note(None, off=True)
 
 
 def test_validate_lists_every_problem_at_once(broken_root: Path) -> None:
