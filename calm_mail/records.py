@@ -139,18 +139,10 @@ class User:
 @quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recommendation:
-    """One Personalize batch-output line that parsed: the ranked items for a user."""
+    """One usable Personalize batch-output line: a user's ranked items, best first."""
 
     user_id: str
     item_ids: tuple[str, ...]
-    scores: tuple[float, ...] | None = None
-    # True when the reader checked the line's structure but did not read its items, because
-    # the caller said no email uses them (`iter_recommendations(wanted=...)`): item_ids is ().
-    unread: bool = False
-    # How many of the line's ids the reader left out of item_ids because the rules' first step,
-    # a plain set filter, would drop them (`iter_recommendations(keep=...)`); the rules count
-    # them for that step (`BoundRules.apply(ahead=...)`).
-    ahead: int = 0
 
 
 @quick_init
@@ -180,19 +172,12 @@ class EditorialPicks:
 
 @dataclass(slots=True)
 class SkipCounter:
-    """Counts skipped rows by reason and keeps the first few places (file:line) per reason.
-
-    `items_checked` is for readers that check some reasons (`ITEM_REASONS`) on a part of the
-    rows only (the Personalize reader reads the items of the lines an email uses): None when
-    every row was checked for everything, else how many rows were checked for those reasons,
-    so `share` rates them over the rows where they could be found.
-    """
+    """Counts skipped rows by reason and keeps the first few places (file:line) per reason."""
 
     counts: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     total: int = 0
     keep: int = 5
-    items_checked: int | None = None
     # Item ids checked against the catalog, and those it did not know (dropped), with the
     # number of rows each was dropped from. A row that keeps one known id is not skipped.
     items_read: int = 0
@@ -212,25 +197,10 @@ class SkipCounter:
         return sum(self.counts.values())
 
     def share(self) -> float:
-        """The share of bad rows; reasons checked on a part of the rows are rated over it."""
-        if not self.total:
-            return 0.0
-        if self.items_checked is None:
-            return self.skipped / self.total
-        partial = self.item_skips
-        rate = partial / self.items_checked if self.items_checked else 0.0
-        return min(1.0, (self.skipped - partial) / self.total + rate)
-
-    @property
-    def item_skips(self) -> int:
-        """Rows skipped for one of `ITEM_REASONS`."""
-        return sum(self.counts[reason] for reason in ITEM_REASONS)
+        """The share of bad rows."""
+        return self.skipped / self.total if self.total else 0.0
 
     def merge(self, other: SkipCounter) -> None:
-        if other.items_checked is not None or self.items_checked is not None:
-            mine = self.total if self.items_checked is None else self.items_checked
-            theirs = other.total if other.items_checked is None else other.items_checked
-            self.items_checked = mine + theirs
         self.total += other.total
         self.items_read += other.items_read
         self.unknown_ids.update(other.unknown_ids)
@@ -245,8 +215,6 @@ class SkipCounter:
             "skipped": dict(sorted(self.counts.items())),
             "examples": {k: v for k, v in sorted(self.examples.items())},
         }
-        if self.items_checked is not None:
-            out["items_checked"] = self.items_checked
         if self.items_read:
             out["items_read"] = self.items_read
         if self.unknown_ids:
@@ -269,8 +237,6 @@ class SkipCounter:
         return sorted(self.unknown_ids.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
-#: Skip reasons about a Personalize line's item ids (see `SkipCounter.items_checked`).
-ITEM_REASONS = ("bad_items", "unknown_items")
 #: How many of the unknown item ids a summary names.
 UNKNOWN_IDS_SHOWN = 10
 

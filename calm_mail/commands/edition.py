@@ -34,7 +34,7 @@ from calm_mail.errors import ConfigError, UsageError
 from calm_mail.ops.checks import problems_of, validate_campaign
 from calm_mail.ops.pipeline import RunOptions, plan_only, run_edition
 from calm_mail.ops.run_report import print_run_report
-from calm_mail.plan import planner
+from calm_mail.plan import output, summary
 
 
 @click.command()
@@ -79,14 +79,14 @@ def plan(
     with open_ledger(ctx) as ledger:
         result = plan_only(camp, edition, ledger, explain=explain_user)
     if out is not None:
-        planner.write_plan(result, out)
+        output.write_plan(result, out)
     if explain_user:
-        console.print(planner.explain(result, explain_user))
+        console.print(output.explain(result, explain_user))
         return
     if as_json:
         click.echo(orjson.dumps(_jsonable(result.summary), option=orjson.OPT_INDENT_2).decode())
     else:
-        console.print(planner.format_summary(result.summary))
+        console.print(summary.format_summary(result.summary))
     if out is not None:
         console.print(f"plan written to {out}")
 

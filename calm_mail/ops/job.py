@@ -31,8 +31,8 @@ from calm_mail.inputs import iter_audience
 from calm_mail.inputs.sources import s3_client
 from calm_mail.ops.personalize_job import run_batch_job
 from calm_mail.ops.pipeline import RunOptions, run_edition
+from calm_mail.plan.context import edition_instant
 from calm_mail.plan.eligibility import Eligibility
-from calm_mail.plan.planner import edition_instant
 from calm_mail.records import SkipCounter
 from calm_mail.store import Ledger
 from calm_mail.store.locks import edition_lock

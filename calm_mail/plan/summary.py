@@ -213,17 +213,6 @@ def format_summary(summary: PlanSummary) -> Group:
     parts.append(Text(f"SRM {srm.describe()}{status}", style="red" if srm.flagged else "green"))
     leak_style = "bold red" if summary.kids_leaks else "green"
     parts.append(Text(f"kids content to adults: {summary.kids_leaks}", style=leak_style))
-    personalize = summary.skips.get("recommendations") or {}
-    checked, total = personalize.get("items_checked"), personalize.get("total")
-    if isinstance(checked, int) and isinstance(total, int):
-        read = personalize.get("items_read")
-        ids = f" ({read:,} ids)" if isinstance(read, int) else ""
-        parts.append(
-            Text(
-                f"Personalize output: item ids read and checked on the {checked:,} of "
-                f"{total:,} lines an email uses{ids}"
-            )
-        )
     if summary.dropped_by_step:
         parts.append(
             Text(

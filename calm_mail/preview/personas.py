@@ -239,11 +239,7 @@ def recommend(
         ),
         key=lambda pair: (-pair[0], pair[1]),
     )[:limit]
-    return Recommendation(
-        user_id=persona.user_id,
-        item_ids=tuple(i for _, i in scored),
-        scores=tuple(round(s, 4) for s, _ in scored),
-    )
+    return Recommendation(user_id=persona.user_id, item_ids=tuple(i for _, i in scored))
 
 
 def history(persona: Persona, rec: Recommendation | None, new: frozenset[str]) -> frozenset[str]:

@@ -116,10 +116,11 @@ def test_planted_anomalies_are_what_the_readers_count(demo: Path) -> None:
     assert recs_skips.as_dict()["skipped"] == {"error_line": counts["error_lines"]}
     assert len(recs) == counts["users_in_output"]
     assert counts["users_missing_from_output"] == 3  # 1% of 300
-    assert all(
-        len(r.item_ids) == 40 and r.scores and list(r.scores) == sorted(r.scores, reverse=True)
-        for r in recs
-    )
+    assert all(len(r.item_ids) == 40 for r in recs)
+    lines = (demo / "personalize/2026-W48/part-00000.json.out").read_bytes().splitlines()
+    scores = [(orjson.loads(raw).get("output") or {}).get("scores") for raw in lines]
+    assert all(s is None or s == sorted(s, reverse=True) for s in scores)
+    assert sum(s is not None for s in scores) > len(scores) // 2  # best first, as Personalize
     check_recommendation_quality(
         recs_skips,
         covered_users=len(recs),

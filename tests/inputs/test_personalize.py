@@ -9,14 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-import simdjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calm_mail.errors import InputError
 from calm_mail.inputs import check_recommendation_quality, iter_recommendations
-from calm_mail.inputs.idscan import IdScanner
-from calm_mail.inputs.personalize import _line, _scanned, _shape
+from calm_mail.inputs.personalize import _odd, _usual
 from calm_mail.records import Recommendation, SkipCounter
 
 from .conftest import FRAGMENTS, line
@@ -24,17 +22,17 @@ from .conftest import FRAGMENTS, line
 KNOWN = frozenset({"i1", "i2", "i3"})
 
 
-def read(path: Path | str, **kwargs: object) -> tuple[list, SkipCounter]:
-    skips = SkipCounter()
+def read(path: Path | str, **kwargs: object) -> tuple[list[Recommendation], SkipCounter]:
+    skips = SkipCounter(keep=1000)
     return list(iter_recommendations(str(path), skips=skips, **kwargs)), skips  # type: ignore[arg-type]
 
 
 def test_good_file(data_dir: Path) -> None:
     recs, skips = read(data_dir / "personalize/good.out")
-    assert [(r.user_id, r.item_ids, r.scores) for r in recs] == [
-        ("u1", ("i1", "i2", "i3"), (0.5, 0.3, 0.2)),
-        ("u2", ("i3", "i1"), None),
-        ("u3", ("i2",), (0.9,)),
+    assert [(r.user_id, r.item_ids) for r in recs] == [
+        ("u1", ("i1", "i2", "i3")),
+        ("u2", ("i3", "i1")),
+        ("u3", ("i2",)),
     ]
     assert skips.total == 3 and skips.skipped == 0
 
@@ -42,10 +40,10 @@ def test_good_file(data_dir: Path) -> None:
 def test_bad_lines_are_counted_by_reason_with_file_and_line(data_dir: Path) -> None:
     path = data_dir / "personalize/error_lines.out"
     recs, skips = read(path, known_items=KNOWN)
-    assert [(r.user_id, r.item_ids, r.scores) for r in recs] == [
-        ("u1", ("i1", "i2"), (0.6, 0.4)),
-        ("u7", ("i1", "i2"), (0.5, 0.2)),
-        ("u9", ("i3",), None),
+    assert recs == [
+        Recommendation(user_id="u1", item_ids=("i1", "i2")),
+        Recommendation(user_id="u7", item_ids=("i1", "i2")),
+        Recommendation(user_id="u9", item_ids=("i3",)),
     ]
     assert dict(skips.counts) == {
         "error_line": 1,
@@ -69,17 +67,16 @@ def test_without_known_items_non_string_ids_are_bad_items(data_dir: Path) -> Non
     assert skips.counts["bad_items"] == 1
     assert "unknown_items" not in skips.counts
     assert [r.user_id for r in recs] == ["u1", "u7", "u8"]
+    assert skips.items_read == 0 and not skips.unknown_ids  # no catalog: nothing to drop
 
 
-def test_known_items_may_be_any_container(data_dir: Path) -> None:
-    class OnlyContains:
-        def __contains__(self, item: object) -> bool:
-            return item in KNOWN
-
-    fast, _ = read(data_dir / "personalize/error_lines.out", known_items=KNOWN)
-    slow, _ = read(data_dir / "personalize/error_lines.out", known_items=OnlyContains())
-    as_dict, _ = read(data_dir / "personalize/error_lines.out", known_items=dict.fromkeys(KNOWN))
-    assert fast == slow == as_dict
+def test_known_items_may_be_any_collection_of_ids(data_dir: Path) -> None:
+    path = data_dir / "personalize/error_lines.out"
+    as_set, _ = read(path, known_items=set(KNOWN))
+    as_frozen, _ = read(path, known_items=KNOWN)
+    as_keys, _ = read(path, known_items=dict.fromkeys(KNOWN).keys())
+    as_list, _ = read(path, known_items=sorted(KNOWN))
+    assert as_set == as_frozen == as_keys == as_list
 
 
 def test_parts_are_read_in_order_gzip_included_and_duplicates_span_parts(tmp_path: Path) -> None:
@@ -135,16 +132,58 @@ def test_no_parts_and_no_folder_are_input_errors(tmp_path: Path) -> None:
         read(tmp_path / "missing")
 
 
-def test_scores_that_do_not_match_the_items_are_dropped(tmp_path: Path) -> None:
+def test_scores_are_not_read(tmp_path: Path) -> None:
     body = (
         b'{"input":{"userId":"a"},"output":{"recommendedItems":["i1","i2"],"scores":[0.1]}}\n'
         b'{"input":{"userId":"b"},"output":{"recommendedItems":["i1"],"scores":["x"]}}\n'
-        b'{"input":{"userId":5},"output":{"recommendedItems":["i1"],"scores":[1]}}\n'
+        b'{"input":{"userId":"c"},"output":{"recommendedItems":["i1"]}}\n'
     )
     (tmp_path / "x.out").write_bytes(body)
     recs, skips = read(tmp_path)
-    assert [(r.user_id, r.scores) for r in recs] == [("a", None), ("b", None), ("5", (1,))]
+    assert [(r.user_id, r.item_ids) for r in recs] == [
+        ("a", ("i1", "i2")),
+        ("b", ("i1",)),
+        ("c", ("i1",)),
+    ]
     assert skips.skipped == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "user", "reason"),
+    [
+        (line("u1", ["i1"]), "u1", None),
+        (line("u1", ["i1"]).replace(b"\n", b"\r\n"), "u1", None),
+        (line("u1", ["i1"]).rstrip(), "u1", None),  # the last line of a part may lack "\n"
+        (line("u1", ["i1"]).replace(b'"u1"', b"5"), "5", None),  # an integer id, as text
+        (line("u1", ["i1"]).replace(b'"u1"', b'"u\\u0031"'), "u1", None),  # escaped
+        (
+            line("u1", ["i1"]).replace(b'"error":null', b'"error":null,"error":"x"'),
+            None,
+            "error_line",
+        ),
+        (line("u1", ["i1"]).replace(b'"u1"', b"true"), None, "missing_user_id"),
+        (line("u1", ["i1"]).replace(b'"u1"', b"18446744073709551616"), None, "missing_user_id"),
+        (line("u1", ["i1"]).replace(b'"u1"', b'""'), None, "missing_user_id"),
+        (line("u1", ["i1"]).replace(b'"i1"', b"NaN"), None, "bad_json"),
+        (line("u1", ["i1"]).replace(b'"i1"', b"1e999"), None, "bad_json"),
+        (b"\xff\n", None, "bad_json"),
+        (
+            line("u1", ["i1"]).replace(b'"output":{', b'"output":[{').replace(b"]},", b"]}],"),
+            None,
+            "missing_output",
+        ),
+        (line("u1", []), None, "empty_output"),
+        (line("u1", ["i1", 7]), None, "bad_items"),
+    ],
+)
+def test_an_odd_line_is_read_or_counted_with_its_reason(
+    tmp_path: Path, raw: bytes, user: str | None, reason: str | None
+) -> None:
+    (tmp_path / "x.out").write_bytes(raw)
+    recs, skips = read(tmp_path)
+    assert [r.user_id for r in recs] == ([user] if user else [])
+    assert dict(skips.counts) == ({reason: 1} if reason else {})
+    assert skips.examples.get(reason or "", [f"{tmp_path}/x.out:1"]) == [f"{tmp_path}/x.out:1"]
 
 
 junk_value = st.recursive(
@@ -179,24 +218,68 @@ raw_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ").replace(
 junk_line = plausible | raw_bytes
 
 
+# Personalize's own lines, with what breaks their usual shape planted at JSON seams or anywhere
+@st.composite
+def planted_lines(draw: st.DrawFn) -> bytes:
+    user = draw(st.sampled_from(["u1", "u2", "a", "5", ""]))
+    ids = draw(st.lists(st.sampled_from(["i1", "i2", "i3", "zz"]), max_size=3))
+    scores = draw(st.none() | st.lists(st.floats(0, 1), min_size=len(ids), max_size=len(ids)))
+    raw = line(user, ids, scores).rstrip(b"\n")
+    for at, fragment in draw(st.lists(st.tuples(st.integers(0, 10**6), FRAGMENTS), max_size=2)):
+        seams = [k + 1 for k, c in enumerate(raw) if c in b"{[,:"]
+        seams += [k for k, c in enumerate(raw) if c in b"}]"]
+        at = seams[at % len(seams)] if at % 4 else at % len(raw)
+        raw = raw[:at] + fragment + raw[at:]
+    return raw.replace(b"\n", b" ").replace(b"\r", b" ")
+
+
+planted_line = planted_lines()
+
+
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(lines=st.lists(junk_line, max_size=12), use_known=st.booleans())
-def test_junk_lines_never_crash_and_counts_add_up(
-    tmp_path: Path, lines: list[bytes], use_known: bool
+@given(
+    lines=st.lists(junk_line | planted_line, max_size=12),
+    use_known=st.booleans(),
+    gzipped=st.booleans(),
+)
+def test_junk_lines_are_read_or_counted_with_their_file_and_line(
+    tmp_path: Path, lines: list[bytes], use_known: bool, gzipped: bool
 ) -> None:
-    path = tmp_path / "junk.out"
-    path.write_bytes(b"\n".join(lines) + b"\n")
+    body = b"\n".join(lines) + b"\n"
+    path = tmp_path / ("junk.out.gz" if gzipped else "junk.out")
+    path.write_bytes(gzip.compress(body) if gzipped else body)
     recs, skips = read(path, known_items=KNOWN if use_known else None)
-    assert skips.total == sum(1 for raw in lines if raw.strip())
-    assert len(recs) + skips.skipped == skips.total  # every line is yielded or skipped
+    numbered = [n for n, raw in enumerate(io.BytesIO(body), 1) if raw.strip()]  # split at "\n"
+    assert skips.total == len(numbered)
+    places = [where for found in skips.examples.values() for where in found]
+    assert len(places) == skips.skipped  # each skipped line once, with its file and line
+    lines_skipped = {int(where.rsplit(":", 1)[1]) for where in places}
+    assert len(lines_skipped) == skips.skipped and lines_skipped <= set(numbered)
+    assert all(where.rsplit(":", 1)[0] == str(path) for where in places)
+    assert len(recs) + skips.skipped == skips.total  # every other line is read
     for rec in recs:
         assert rec.user_id and isinstance(rec.user_id, str)
         assert rec.item_ids and all(isinstance(i, str) for i in rec.item_ids)
         assert not use_known or set(rec.item_ids) <= KNOWN
-        assert rec.scores is None or len(rec.scores) == len(rec.item_ids)
     assert len({r.user_id for r in recs}) == len(recs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=junk_line | planted_line, use_known=st.booleans())
+def test_the_usual_path_takes_only_what_the_strict_path_reads_alike(
+    raw: bytes, use_known: bool
+) -> None:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    known = KNOWN if use_known else None
+    usual = _usual(doc, known)
+    if usual is not None:
+        strict = _odd(doc, known)
+        assert strict.reason is None and strict.rec == usual and not strict.dropped
 
 
 def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
@@ -300,293 +383,3 @@ def test_quality_stops_on_low_coverage_and_on_no_lines() -> None:
             min_coverage=0.5,
             source="out/",
         )
-
-
-# --------------------------------------------------------------------------- wanted users only
-
-
-# Lines in the usual shape: the unread ones skip the parse, the read ones (without scores) the
-# scores, when every id is known; the others go the full parse's way.
-USUAL_LINES = [
-    line("u1", ["i1", "zz"]),
-    line("u2", ["zz"]),
-    line("u1", ["i1", "i2"], [0.5, 0.4]),
-    line("u2", ["i3"]),
-    line("a", ["i2", "i1", "i3"], [0.1, 0.2, 0.3]),
-    line("b", ["i2", "i1"], [0.1]),
-    line("a", ["i3", 7]).replace(b"7", b"[7]"),
-    line("b", ["i1"]).replace(b'"i1"]', b'"i1","\\u0069\\u0032"]'),
-]
-
-
-USERS = ["u1", "u2", "a", "b", "", "0"]
-
-
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    lines=st.lists(junk_line | st.sampled_from(USUAL_LINES)),
-    wanted=st.sets(st.sampled_from(USERS)),
-    scores=st.booleans(),
-    keep=st.none() | st.frozensets(st.sampled_from(sorted(KNOWN))),
-    unfiltered=st.sets(st.sampled_from(USERS)),
-)
-def test_wanted_users_read_exactly_as_a_full_read_and_others_only_checked(
-    tmp_path: Path,
-    lines: list[bytes],
-    wanted: set[str],
-    scores: bool,
-    keep: frozenset[str] | None,
-    unfiltered: set[str],
-) -> None:
-    path = tmp_path / "junk.out"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    full, full_skips = read(path, known_items=KNOWN, scores=scores)
-    part, part_skips = read(
-        path, known_items=KNOWN, wanted=wanted, scores=scores, keep=keep, unfiltered=unfiltered
-    )
-    firsts = _first_good_lines(lines)  # user -> its first structurally good line's items
-    # the same lines are counted and the same structural problems found
-    assert part_skips.total == full_skips.total
-    assert _structural(part_skips) == _structural(full_skips)
-    # wanted users get exactly what a full read gives them, or, with `keep`, what the rules'
-    # first step would leave of it, with the count of the rest
-    got = [r for r in part if not r.unread]
-    expected = [r for r in full if r.user_id in wanted]
-    assert [r.user_id for r in got] == [r.user_id for r in expected]
-    for r, e in zip(got, expected, strict=True):
-        if keep is None or scores or r.user_id in unfiltered or not r.ahead:
-            assert r == e
-        else:
-            assert r.item_ids == tuple(i for i in e.item_ids if i in keep)
-            assert len(r.item_ids) + r.ahead == len(e.item_ids) and r.scores is None
-    # every other user with a good line comes back unread, with no items, once
-    unread = [r for r in part if r.unread]
-    assert [r.user_id for r in unread] == [u for u in firsts if u not in wanted]
-    assert all(r.item_ids == () and r.scores is None for r in unread)
-    # item problems are looked for, and rated, on the wanted users' lines only
-    assert part_skips.items_checked == sum(1 for u in firsts if u in wanted)
-    no_known = sum(1 for u, items in firsts.items() if u in wanted and not _known(items))
-    assert part_skips.counts["unknown_items"] == no_known
-    read_ids = [i for u, items in firsts.items() if u in wanted for i in items]
-    assert part_skips.items_read == len(read_ids)
-    assert part_skips.unknown_dropped == sum(1 for i in read_ids if i not in _known(read_ids))
-
-
-def _known(items: list[object]) -> list[object]:
-    return [i for i in items if isinstance(i, str) and i in KNOWN]
-
-
-def _structural(skips: SkipCounter) -> dict[str, int]:
-    return {k: v for k, v in skips.counts.items() if k not in ("unknown_items", "bad_items")}
-
-
-def _first_good_lines(lines: list[bytes]) -> dict[str, list[object]]:
-    """A model of the reader's structure checks: each user's first good line's items."""
-    firsts: dict[str, list[object]] = {}
-    for raw in lines:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(doc, dict) or doc.get("error") is not None:
-            continue
-        out, inp = doc.get("output"), doc.get("input")
-        items = out.get("recommendedItems") if isinstance(out, dict) else None
-        user = inp.get("userId") if isinstance(inp, dict) else None
-        user = str(user) if type(user) is int else user
-        if isinstance(items, list) and items and isinstance(user, str) and user:
-            firsts.setdefault(user, items)
-    return firsts
-
-
-def test_a_wanted_line_keeps_only_what_the_rules_first_step_keeps(tmp_path: Path) -> None:
-    path = tmp_path / "p.out"
-    path.write_bytes(
-        line("u1", ["i1", "i2", "i3", "i2"])
-        + line("u2", ["i3", "i1"])
-        + line("u3", ["i2", "zz"])  # an unknown id: read in full, the unknown one dropped
-        + line("u4", ["i2", "i1"])
-    )
-    recs, skips = read(
-        path,
-        known_items=KNOWN,
-        wanted={"u1", "u2", "u3", "u4"},
-        scores=False,
-        keep=frozenset({"i2"}),
-        unfiltered={"u4"},  # a traced user: the whole list
-    )
-    assert [(r.user_id, r.item_ids, r.ahead) for r in recs] == [
-        ("u1", ("i2", "i2"), 2),
-        ("u2", (), 2),
-        ("u3", ("i2",), 0),
-        ("u4", ("i2", "i1"), 0),
-    ]
-    assert skips.items_read == 4 + 2 + 2 + 2 and skips.unknown_dropped == 1
-
-
-def test_scores_are_left_out_when_not_asked_for(data_dir: Path) -> None:
-    recs, _ = read(data_dir / "personalize/good.out", scores=False)
-    assert [(r.user_id, r.scores) for r in recs] == [("u1", None), ("u2", None), ("u3", None)]
-    assert recs[0].item_ids == ("i1", "i2", "i3")
-
-
-def test_item_problems_found_on_part_of_the_lines_are_rated_over_that_part() -> None:
-    skips = counter(100, bad_json=5, unknown_items=2)
-    assert skips.share() == pytest.approx(0.07)
-    skips.items_checked = 10  # items were read on 10 of the 100 lines
-    assert skips.share() == pytest.approx(0.05 + 0.2)
-    assert skips.as_dict()["items_checked"] == 10
-    other = counter(50, unknown_items=1)  # every line checked
-    skips.merge(other)
-    assert skips.items_checked == 60 and skips.total == 150
-    assert skips.share() == pytest.approx(5 / 150 + 3 / 60)
-
-
-# --------------------------------------------------------------------------- the usual shape
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    user=st.text(max_size=6),
-    items=st.lists(st.sampled_from(["i1", "i2", "zz"]), max_size=3),
-    cuts=st.lists(st.tuples(st.integers(0, 10**6), FRAGMENTS), max_size=3),
-)
-def test_a_line_taken_by_its_shape_is_one_the_full_parse_finds_well_formed(
-    user: str, items: list[str], cuts: list[tuple[int, bytes]]
-) -> None:
-    raw = line(user, items)
-    for at, fragment in cuts:  # mostly where JSON has a seam: after { [ , : and before } ]
-        seams = [k + 1 for k, c in enumerate(raw) if c in b"{[,:"]
-        seams += [k for k, c in enumerate(raw) if c in b"}]"]
-        at = seams[at % len(seams)] if at % 4 else at % len(raw)
-        raw = raw[:at] + fragment + raw[at:]
-    shape = _shape(raw)
-    user_id = shape[0] if shape else None
-    reason, rec, parsed_user, _ = _line(simdjson.Parser(), raw, None, False, frozenset())
-    plain = user.isascii() and user.isprintable() and not set(user) & {'"', "\\"}
-    if not cuts and items and user and plain:
-        assert user_id == user  # Personalize's own lines take the fast path
-    if user_id is None or reason == "bad_json":
-        return  # another shape (parsed in full), or the documented gap: a broken middle
-    assert reason is None and rec is not None and rec.unread
-    assert parsed_user == user_id
-
-
-def test_lines_of_users_no_email_reads_are_checked_for_shape_only(tmp_path: Path) -> None:
-    broken = line("u2", ["i1"]).replace(b'"i1"', b'"i1" junk')
-    path = tmp_path / "x.out"
-    path.write_bytes(line("u1", ["i2"]) + broken + line("u3", ["i3"]).replace(b"null", b'"x"'))
-    recs, skips = read(path, known_items=KNOWN, wanted={"u1"})
-    assert [(r.user_id, r.unread) for r in recs] == [("u1", False), ("u2", True)]
-    assert dict(skips.counts) == {"error_line": 1}  # another shape: read in full
-    recs, skips = read(path, known_items=KNOWN, wanted={"u2"})  # its email reads it: parsed
-    assert [(r.user_id, r.unread) for r in recs] == [("u1", True)]
-    assert dict(skips.counts) == {"bad_json": 1, "error_line": 1}
-
-
-@pytest.mark.parametrize(
-    ("raw", "taken"),
-    [
-        (line("u1", ["i1"]), "u1"),
-        (line("u1", ["i1"]).replace(b"\n", b"\r\n"), "u1"),
-        (line("u1", ["i1"]).rstrip(), "u1"),  # the last line of a part may lack its newline
-        (line("u1", ["i1"]).replace(b',"error"', b',"error":"x","z":{},"error"'), None),
-        (line("u1", ["i1"]).replace(b'"]', b'"],"error":"x"'), None),  # in output: parsed
-        (line("u1", ["i1"]).replace(b"}\n", b"} \n"), None),
-        (line("u1", []), None),
-        (line("", ["i1"]), None),
-        (line("é", ["i1"]), None),
-        (line("u1", ["i1"]).replace(b'"u1"', b'"u\\u0031"'), None),
-        (line("u1", ["i1"]).replace(b'"u1"', b"1"), None),
-    ],
-)
-def test_the_usual_shape_is_exactly_that(raw: bytes, taken: str | None) -> None:
-    shape = _shape(raw)
-    assert (shape[0] if shape else None) == taken
-    reason, _, user, _ = _line(simdjson.Parser(), raw, None, False, frozenset())
-    if taken is not None:  # the full parse agrees
-        assert (reason, user) == (None, taken)
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        line("u1", ["i1", "i2"], [0.5, 0.25]),
-        line("u1", ["i1", "i2"]),
-        line("u1", ["i1", "i2"]).replace(b"\n", b"\r\n"),
-        line("u1", ["i1", "i2"], [0.5, 0.25]).replace(b'"]', b'"],"x":1'),
-    ],
-)
-def test_the_ids_array_ends_where_the_shape_says(raw: bytes) -> None:
-    shape = _shape(raw)
-    assert shape is not None and shape[0] == "u1"
-    end = shape[1]
-    if b'"x"' in raw:  # another key after the ids: the line is read in full
-        assert end == -1
-        return
-    assert raw[end - 1 : end] == b"]"
-    assert orjson.loads(raw[:end] + b"}}")["output"]["recommendedItems"] == ["i1", "i2"]
-    read = _scanned(raw, shape, IdScanner(KNOWN, KNOWN))  # the short cut, not the full parse
-    assert read == Recommendation(user_id="u1", item_ids=("i1", "i2"))
-    assert _scanned(raw, shape, IdScanner(frozenset({"i1"}), KNOWN)) is None  # an unknown id
-
-
-# --------------------------------------------------------------------------- a whole line read
-
-FULL_LINES = [
-    line("u1", ["i1", "i2"], [0.5, 0.25]),
-    line("u2", ["i3"]),
-    line("u3", ["i1", "zz"], [0.1, 0.2]),  # an unknown id
-    line("u4", ["i2"], [0.1, 0.2]),  # scores that do not match
-    line("u5", ["i1"], [0.5]).replace(b"0.5", b'"x"'),  # a score that is not a number
-    line("u6", ["i1"], [0.5]).replace(b"0.5]", b'0.5],"more":1'),  # a key after the scores
-    line("u7", ["i1"], [0.5]).replace(b"0.5", b"[0.5]"),  # nested
-    line("u8", ["i1"], [0.5]).replace(b"0.5", b"true"),
-    line("u9", ["i1"], [0.5]).replace(b"0.5", b"1e999"),
-    line("u1", ["i3"], [0.7]),  # a duplicate user
-    line("v1", ["i1", "i2"], [1, -0.0]),
-    line("v2", ["i1"], [0.5]).replace(b"[0.5]", b"[ 0.5 ]"),
-    line("v3", ["i2"], [0.5]).replace(b'"i2"', b'"i\\u0032"'),  # an escaped id
-    line("v4", ["i2", 3], [0.5, 0.1]),
-    line("v5", ["i1"], [0.5]).replace(b"0.5", b"0.5,"),
-    line("w1", ["i1"], [0.5]).replace(b"\n", b"\r\n"),
-    line("w2", ["i3", "i1"], [0.5, 0.4]).rstrip(b"\n"),
-]
-
-
-@settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    lines=st.lists(st.sampled_from(FULL_LINES) | junk_line, max_size=10),
-    use_known=st.booleans(),
-)
-def test_a_full_read_gives_what_the_strict_parse_of_each_line_gives(
-    tmp_path: Path, lines: list[bytes], use_known: bool
-) -> None:
-    """A full read (every line's ids and scores) takes the usual lines the short way
-    (`_usual_full`); line by line, it must give what the full simdjson parse (`_line`) gives."""
-    path = tmp_path / "full.out"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    known = KNOWN if use_known else None
-    got, skips = read(path, known_items=known)
-    parser = simdjson.Parser()
-    expected: list[Recommendation] = []
-    reasons: dict[str, int] = {}
-    users: set[str] = set()
-    for raw in io.BytesIO(b"\n".join(lines) + b"\n"):  # lines as the reader splits them
-        reason, rec, user_id, _ = _line(parser, raw, known, use_known, None)
-        if reason == "blank":
-            continue
-        if user_id is not None:
-            if user_id in users:
-                reason, rec = "duplicate_user", None
-            users.add(user_id)
-        if reason is not None:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        if rec is not None:
-            expected.append(rec)
-    assert got == expected
-    assert dict(skips.counts) == reasons
