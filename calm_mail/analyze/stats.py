@@ -241,7 +241,8 @@ def sample_size_relative(
     def gap(n: float) -> float:
         return power_two_sided(relative, _relative_se(p_control, p_treat, n), alpha=alpha) - power
 
-    return math.ceil(optimize.brentq(gap, 2.0, 1e12, xtol=1e-6))
+    root: float = optimize.brentq(gap, 2.0, 1e12, xtol=1e-6)
+    return math.ceil(root)
 
 
 def mde_relative(

@@ -549,8 +549,9 @@ def _affinity(users: UserChunk, rows: slice, features: np.ndarray) -> np.ndarray
 
 def _softmax(score: np.ndarray) -> np.ndarray:
     top = score.max(axis=1, keepdims=True)
-    weights = np.exp(score - top)
-    return weights / weights.sum(axis=1, keepdims=True)
+    weights: np.ndarray = np.exp(score - top)
+    shares: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return shares
 
 
 def _top(probability: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

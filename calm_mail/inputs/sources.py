@@ -123,15 +123,13 @@ def open_source(path: str) -> io.BufferedIOBase:
 
 
 class _Gunzip(io.BufferedReader):
-    """A gzip stream inflated by ISA-L (python-isal), read through a 1 MiB buffer; closing it
-    closes the file under it too.
-
-    Measured on the bench's Personalize part (10.6 KB lines): 16 µs per line, against 43 µs for
-    the stdlib's `gzip.GzipFile`, whose 8 KiB buffer also splits every long line in two reads.
-    """
+    """A gzip stream inflated by ISA-L (python-isal, a faster inflate than the stdlib's zlib),
+    read through a 1 MiB buffer (the stdlib's 8 KiB one splits every long Personalize line in
+    two reads); closing it closes the file under it too."""
 
     def __init__(self, raw: io.BufferedReader) -> None:
-        super().__init__(igzip.IGzipFile(fileobj=raw, mode="rb"), buffer_size=BUFFER_SIZE)
+        inflated = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[no-untyped-call]
+        super().__init__(inflated, buffer_size=BUFFER_SIZE)
         self._file = raw
 
     def close(self) -> None:

@@ -400,5 +400,6 @@ class WebhookEmitter:
         )
 
     def _backoff(self, attempt: int) -> float:
-        base = self._config.webhook_retry_base_s * 2**attempt
-        return min(self._config.webhook_retry_max_s, base) * self._rng.uniform(0.5, 1.0)
+        base = self._config.webhook_retry_base_s * 2.0**attempt
+        jitter = float(self._rng.uniform(0.5, 1.0))
+        return min(self._config.webhook_retry_max_s, base) * jitter
