@@ -205,8 +205,10 @@ MUTATIONS: dict[str, Callable[[str, int], str]] = {
 
 
 def padded_signature(signer: WebhookSigner, body: bytes, stamp: int) -> str:
-    """A signature of `body` whose base64 ends in padding (ECDSA's DER length varies)."""
-    return next(s for s in (signer.signature(body, stamp) for _ in range(200)) if "=" in s)
+    """A signature of `body` whose base64 ends in padding (ECDSA's DER length varies) and
+    holds a ``+`` or ``/``, so that every mutation changes it."""
+    signatures = (signer.signature(body, stamp) for _ in range(500))
+    return next(s for s in signatures if "=" in s and ("+" in s or "/" in s))
 
 
 @pytest.mark.parametrize("kind", sorted(MUTATIONS))
@@ -261,6 +263,7 @@ def test_the_running_receiver_takes_a_real_signature_and_refuses_its_reencodings
         stamp = int(receiver.signer.headers(body)[TIMESTAMP_HEADER])
         sig = padded_signature(receiver.signer, body, stamp)
         kinds = ("four more characters", "twice", "a space inside", "urlsafe alphabet")
+        assert all(MUTATIONS[kind](sig, 10) != sig for kind in kinds)
         refused = {
             kind: receiver.post(
                 body, sign=False, headers=headers(MUTATIONS[kind](sig, 10), str(stamp))
