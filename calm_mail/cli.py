@@ -52,7 +52,7 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("calm_mail"):
                 return _unavailable(cmd_name)
-            raise
+            return _unavailable(cmd_name, needs_extra(exc))
         command = getattr(module, attr, None)
         return command if isinstance(command, click.Command) else _unavailable(cmd_name)
 
@@ -61,6 +61,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except CalmMailError as exc:
             fail(ctx, str(exc), exc.exit_code)
+        except ModuleNotFoundError as exc:  # the demo without the sandbox extra
+            if not exc.name or exc.name.startswith("calm_mail"):
+                raise
+            fail(ctx, needs_extra(exc), 2)
         except _PATH_MISTAKES as exc:
             # A path the user gave that cannot be used (an outbox under /proc, an unwritable
             # folder): their mistake, not a bug, even when a stage did not wrap it.
@@ -105,10 +109,18 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
-def _unavailable(name: str) -> click.Command:
-    @click.command(name, help="(not available in this build)")
+def needs_extra(exc: ModuleNotFoundError) -> str:
+    """The message for a command that imports a package the runtime does not install."""
+    extra = "pip install 'calm-mail[sandbox]'"
+    return f"this needs {exc.name}, which the sandbox extra installs: {extra}"
+
+
+def _unavailable(name: str, why: str = "") -> click.Command:
+    short = "(needs the sandbox extra)" if why else "(not available in this build)"
+
+    @click.command(name, short_help=short, help=why or short)
     def missing() -> None:
-        raise click.UsageError(f"'{name}' is not available in this build")
+        raise click.UsageError(why or f"'{name}' is not available in this build")
 
     return missing
 

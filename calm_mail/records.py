@@ -1,70 +1,22 @@
 """Typed records that cross stage boundaries.
 
-Slotted, frozen dataclasses with keyword-only fields, validated once in ``__post_init__``; the
-ones built per user, message or event take a faster ``__init__`` from `quick_init`.
+Slotted, frozen dataclasses with keyword-only fields, validated once in ``__post_init__``.
 Naive datetimes are rejected: every timestamp in calm-mail is timezone-aware (UTC unless said).
 No DataFrame and no loose dict crosses a stage boundary.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar, cast
-
-T = TypeVar("T")
 
 
 def require_aware(name: str, value: datetime | None) -> None:
-    # UTC first: nearly every instant the readers make is UTC, and asking it for its offset
-    # costs a call (a user, a completion and a delivery each check one)
-    if value is not None and value.tzinfo is not UTC and value.utcoffset() is None:
+    if value is not None and value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
-
-
-def quick_init(cls: type[T]) -> type[T]:
-    """Give a frozen, slotted, keyword-only dataclass an ``__init__`` that sets each slot
-    through its member descriptor: the same fields, defaults and ``__post_init__``, and the
-    instance as frozen afterwards.
-
-    Why by hand: the ``__init__`` dataclasses writes for a frozen class sets every field
-    through ``object.__setattr__``, looked up anew each time. Measured on a `User` (12 fields):
-    1.86 -> 1.26 µs; the plan builds one per user, and a delivery, a completion and a
-    recommendation as often (the 20k plan: 10.52 -> 10.09 G instructions). Used on the
-    records built per user, per message and per event. Only plain fields are taken (no
-    factory, no ``InitVar``, no ``init=False``): anything else fails here, at import.
-    """
-    params = cls.__dataclass_params__  # type: ignore[attr-defined]
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    names = [f.name for f in fields]
-    if not (params.frozen and "__slots__" in cls.__dict__) or len(fields) != len(
-        cls.__dataclass_fields__  # type: ignore[attr-defined]
-    ):
-        raise TypeError(f"quick_init: {cls.__name__} is not a frozen slotted dataclass")
-    env: dict[str, object] = {}
-    args = []
-    for f in fields:
-        if not (f.init and f.kw_only) or f.default_factory is not dataclasses.MISSING:
-            raise TypeError(f"quick_init: {cls.__name__}.{f.name} is not a plain field")
-        env[f"_set_{f.name}"] = getattr(cls, f.name).__set__
-        if f.default is dataclasses.MISSING:
-            args.append(f.name)
-        else:
-            env[f"_default_{f.name}"] = f.default
-            args.append(f"{f.name}=_default_{f.name}")
-    body = "".join(f"    _set_{n}(self, {n})\n" for n in names)
-    if hasattr(cls, "__post_init__"):
-        body += "    self.__post_init__()\n"
-    exec(f"def __init__(self, *, {', '.join(args)}):\n{body}", env)
-    init = cast(Callable[..., None], env["__init__"])
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__annotations__ = {f.name: f.type for f in fields} | {"return": None}
-    setattr(cls, "__init__", init)  # noqa: B010 (mypy refuses a method assignment)
-    return cls
 
 
 class ContentSource(StrEnum):
@@ -112,7 +64,6 @@ class Item:
             raise ValueError("duration_s is negative")
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class User:
     """One audience row."""
@@ -136,7 +87,6 @@ class User:
             raise ValueError("user_id is empty")
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recommendation:
     """One usable Personalize batch-output line: a user's ranked items, best first."""
@@ -145,7 +95,6 @@ class Recommendation:
     item_ids: tuple[str, ...]
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     """One in-app completion."""
@@ -253,7 +202,6 @@ class TraceStep:
     note: str = ""
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlannedDelivery:
     """The plan for one user who gets an email (or is held out)."""
@@ -277,7 +225,6 @@ class PlannedDelivery:
         return self.source is ContentSource.HOLDOUT
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Exclusion:
     """A user who gets no email this edition, and why."""
@@ -290,7 +237,6 @@ class Exclusion:
 # --------------------------------------------------------------------------- compose / deliver
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ComposedMessage:
     """One rendered email, ready for a transport."""
@@ -315,7 +261,6 @@ class ComposedMessage:
         require_aware("send_at", self.send_at)
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendResult:
     """What a transport says about one accepted message."""
@@ -345,7 +290,6 @@ class EventType(StrEnum):
     UNKNOWN = "unknown"
 
 
-@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One webhook event, normalized; the raw JSON object is kept verbatim."""

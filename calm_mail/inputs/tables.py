@@ -3,12 +3,6 @@
 A table reader maps each data row to a record or to a skip reason. `BadField` carries the reason
 (``bad_<column>`` in lower case, ``empty_<column>``) from a field parser up to the row loop,
 which counts it with ``file:line``; nothing here ever raises for one bad row.
-
-Two entry points share one row loop. `iter_table` hands its parser a lookup by column name and
-yields ``file:line`` with each record: simple, for small files (the catalog). `iter_rows` is for
-the files read on every plan run with a row per user or completion (the audience, the history):
-its parser is bound once to the header's column indexes and gets the csv module's list as it
-is, and no ``file:line`` text is built for a row that is kept.
 """
 
 from __future__ import annotations
@@ -48,7 +42,6 @@ class BadField(ValueError):
 
 
 Row = Callable[[str], str]  # column name -> raw field value
-Bind = Callable[[dict[str, int]], Callable[[list[str]], T]]  # column indexes -> row parser
 
 
 def iter_table(
@@ -64,45 +57,15 @@ def iter_table(
     The header must contain every name in `columns` (case and surrounding blanks ignored) or
     one of its `aliases`, else `InputError` names the file and the missing columns. `parse`
     gets a lookup function (by the name in `columns`) for the current row and raises
-    `BadField` for a bad value.
-    """
-
-    def bind(index: dict[str, int]) -> Callable[[list[str]], T]:
-        return lambda row: parse(lookup(index, row))
-
-    for line, record in iter_rows(path, columns, bind, skips, aliases=aliases):
-        yield f"{path}:{line}", record
-
-
-def iter_rows(
-    path: str,
-    columns: Sequence[str],
-    bind: Bind[T],
-    skips: SkipCounter,
-    *,
-    aliases: Mapping[str, Sequence[str]] | None = None,
-) -> Iterator[tuple[int, T]]:
-    """Yield (line number, record) for every row the parser accepts; count the others.
-
-    The header is checked as for `iter_table`. `bind` is called once with the header's index
-    of each name in `columns` and returns the row parser, which gets every row long enough to
-    hold those columns as the csv module's list and raises `BadField` for a bad value. Only a
-    skipped row costs a ``file:line`` string; a caller that rejects a record later (a
-    duplicate) makes its own from the line number.
+    `BadField` for a bad value. A row too short to hold those columns is a ``short_row``.
     """
     try:
         with open_text(path) as stream:
             reader = csv.reader(stream)
             index = _header(path, reader, columns, aliases or {})
-            width = max(index.values()) + 1
-            yield from _rows(path, reader, width, bind(index), skips)
+            yield from _rows(path, reader, index, parse, skips)
     except (*READ_ERRORS, UnicodeDecodeError) as exc:
         raise read_error(exc, path) from exc
-
-
-def lookup(index: Mapping[str, int], row: Sequence[str]) -> Row:
-    """The `Row` of the field parsers below: column name -> this row's raw value."""
-    return {column: row[i] for column, i in index.items()}.__getitem__
 
 
 def _header(
@@ -136,13 +99,14 @@ def _header(
 def _rows(
     path: str,
     reader: Iterator[list[str]],
-    width: int,
-    parse: Callable[[list[str]], T],
+    index: dict[str, int],
+    parse: Callable[[Row], T],
     skips: SkipCounter,
-) -> Iterator[tuple[int, T]]:
+) -> Iterator[tuple[str, T]]:
     """The row loop: blank lines pass silently, every other row is seen once and either
-    yielded with its line number or counted with ``file:line`` (the csv module's count, so a
-    quoted field over several lines does not shift the rows after it)."""
+    yielded or counted with its ``file:line`` (the csv module's count, so a quoted field over
+    several lines does not shift the rows after it)."""
+    width = max(index.values()) + 1
     line_num = 1
     while True:
         try:
@@ -161,10 +125,11 @@ def _rows(
         if len(row) < width:
             skips.add("short_row", f"{path}:{line_num}")
             continue
+        where = f"{path}:{line_num}"
         try:
-            yield line_num, parse(row)
+            yield where, parse({column: row[i] for column, i in index.items()}.__getitem__)
         except BadField as bad:
-            skips.add(bad.reason, f"{path}:{line_num}")
+            skips.add(bad.reason, where)
 
 
 def text(row: Row, column: str, *, required: bool = False) -> str:
@@ -243,18 +208,3 @@ def instant(row: Row, column: str, *, optional: bool = False) -> datetime | None
     if when is None:
         raise BadField(f"bad_{column.lower()}")
     return when
-
-
-def utc_instant(raw: str) -> datetime | None:
-    """The instant of stripped ISO 8601 text with a zero offset (``...Z``, ``+00:00``), the
-    usual form in the inputs; None for any other text, which `parse_instant` must judge.
-
-    For the readers' fast paths: when this gives an instant it is the one `parse_instant` gives.
-    Text with a zone is never epoch digits, and `fromisoformat` returns the `UTC` object itself
-    for a zero offset, which `parse_instant` keeps (astimezone to the same zone is a no-op).
-    """
-    try:
-        when = datetime.fromisoformat(raw)
-    except (ValueError, OverflowError):
-        return None
-    return when if when.tzinfo is UTC else None

@@ -3,8 +3,8 @@
 Two layers:
 - the `PostMailSend` request body schema from SendGrid's OpenAPI spec (vendored in `specs/`),
   with the spec's known quirks patched (message-level `custom_args` is an object, not a string;
-  unknown keys stay allowed). A compiled fastjsonschema validator answers the common "valid"
-  case in microseconds; only an invalid body pays for jsonschema's full error list.
+  unknown keys stay allowed), checked by jsonschema (formats are not checked: SendGrid's own
+  address rules are below).
 - the cross-field limits the schema cannot express (shared/reference/sendgrid.md §1.2), with
   SendGrid's own messages from its errors page.
 
@@ -24,7 +24,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import fastjsonschema
 import jsonschema
 import orjson
 
@@ -573,21 +572,13 @@ class MailSendValidator:
     """Compiled once; `errors(body, ...)` lists every problem of one request body."""
 
     def __init__(self) -> None:
-        schema = mail_send_schema()
-        self._fast = fastjsonschema.compile(schema, use_default=False, use_formats=False)
-        self._full = jsonschema.Draft202012Validator(schema)
+        self._schema = jsonschema.Draft202012Validator(mail_send_schema())
 
     def errors(
         self, body: Any, *, now: float, batch_exists: Callable[[str], bool] = lambda _: True
     ) -> list[ApiError]:
         """Every schema and cross-field problem; empty when SendGrid would accept the body."""
-        found: list[ApiError] = []
-        try:
-            self._fast(body)
-        except fastjsonschema.JsonSchemaException:
-            found.extend(_schema_errors(self._full, body))
-            if not found:  # the two validators disagreed; still refuse, never crash
-                found.append(ApiError("invalid request"))
+        found = list(_schema_errors(self._schema, body))
         if isinstance(body, dict):
             for check in (
                 _recipient_errors,

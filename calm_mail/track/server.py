@@ -8,10 +8,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -56,9 +56,10 @@ def wait_healthy(
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
-            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
+            with urllib.request.urlopen(f"{base}{path}", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:  # not listening yet, reset, timed out, or an error status
             time.sleep(0.05)
     raise RuntimeError("the server did not become ready in time")
 

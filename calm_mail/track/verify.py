@@ -4,7 +4,10 @@ The signature is ECDSA P-256 over the timestamp header followed by the RAW body 
 it is left to the ``sendgrid`` package's `EventWebhook` verifier (which takes text, so the body is
 decoded as UTF-8 first — SendGrid posts JSON, and bytes that are not UTF-8 cannot be its JSON).
 SendGrid's helper does no freshness check, so a replayed old request is refused here by a
-configurable window around now.
+configurable window around now. Nor does it decode the signature header strictly (Python's lax
+base64 drops what follows the padding and any character outside the alphabet), so a header is
+first required to be canonical standard base64: one header text per signature, never a
+re-encoding of it.
 
 Status codes (`WebhookError.status`): 401 when credentials or signature headers are missing or
 the credentials are wrong, 403 when a signature is present but wrong, garbled or stale (a stale
@@ -77,11 +80,25 @@ class SignatureVerifier:
             raise WebhookError("signature verification failed", status=403)
 
     def is_valid(self, payload: str, signature: str, timestamp: str) -> bool:
-        """SendGrid's own check; garbage (bad base64, not DER) is simply not valid."""
+        """SendGrid's own check of a canonical base64 signature; garbage (a header that is not
+        canonical base64, or not DER) is simply not valid."""
+        if not is_canonical_base64(signature):
+            return False
         try:
             return bool(self._webhook.verify_signature(payload, signature, timestamp))
         except (binascii.Error, ValueError, TypeError, UnicodeError):
             return False
+
+
+def is_canonical_base64(text: str) -> bool:
+    """True when `text` is the standard base64 encoding (with padding) of some bytes, exactly
+    as `base64.b64encode` writes it: no whitespace, no urlsafe alphabet, no missing or extra
+    padding, no data after it, no stray bits in the last character."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
+        return False
+    return base64.b64encode(raw).decode("ascii") == text
 
 
 def decode_body(body: bytes) -> str:

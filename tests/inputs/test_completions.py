@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,6 +65,58 @@ def test_missing_columns(data_dir: Path) -> None:
     path = data_dir / "completions/missing_columns.csv"
     with pytest.raises(InputError, match=r"missing required column\(s\) CONTENT_ID, COMPLETED_AT"):
         read(path)
+    with pytest.raises(InputError, match=str(path)):
+        read(path)
+
+
+def test_a_file_with_everything_odd_at_once(tmp_path: Path) -> None:
+    """Hand-counted lines: a BOM, a reordered aliased header with an extra column, a quoted
+    field over two lines, a blank line, a short row, a field too big for csv, an offset."""
+    path = tmp_path / "history.csv"
+    big = "y" * (csv.field_size_limit() + 1)
+    path.write_text(
+        "\ufeff Completed_At ,note,ITEM_ID,user_id\n"  # 1
+        '2026-11-20T08:00:00Z,"two\nlines",i1,u1\n'  # 2-3
+        "\n"  # 4
+        "2026-11-20T09:00:00+01:00,,i2,u2\n"  # 5
+        "2026-11-20T08:00:00Z,,i3\n"  # 6
+        f'1795000000,"{big}",i4,u4\n'  # 7
+        "1795000000,,i5,u5\n"  # 8
+        "2026-11-20T08:00:00,x,i6, \n",  # 9
+        encoding="utf-8",
+    )
+    rows, skips = read(path)
+    eight = datetime(2026, 11, 20, 8, tzinfo=UTC)
+    assert rows == [
+        ("u1", "i1", eight),
+        ("u2", "i2", eight),
+        ("u5", "i5", datetime.fromtimestamp(1795000000, UTC)),
+    ]
+    assert dict(skips.counts) == {"short_row": 1, "bad_csv": 1, "empty_user_id": 1}
+    assert skips.examples == {
+        "short_row": [f"{path}:6"],
+        "bad_csv": [f"{path}:7"],
+        "empty_user_id": [f"{path}:9"],
+    }
+    assert skips.total == 6
+
+
+def test_an_offset_is_converted_to_utc_not_kept(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    path.write_text("user_id,item_id,completed_at\nu,i,2026-11-20T09:00:00+01:00\n")
+    (done,) = iter_completions(str(path), skips=SkipCounter())
+    assert done.completed_at.tzinfo is UTC
+    assert done.completed_at == datetime(2026, 11, 20, 9, tzinfo=timezone(timedelta(hours=1)))
+
+
+def test_skips_are_seen_as_the_rows_are_read(tmp_path: Path) -> None:
+    """validate.py samples the first rows with islice and reads the counter there."""
+    path = tmp_path / "history.csv"
+    path.write_text("user_id,item_id,completed_at\n,i,x\nu,i,2026-11-20T08:00:00Z\nu,i,x\n")
+    skips = SkipCounter()
+    rows = iter_completions(str(path), skips=skips)
+    next(rows)
+    assert (skips.total, dict(skips.counts)) == (2, {"empty_user_id": 1})
 
 
 def test_json_lines(data_dir: Path) -> None:

@@ -1,9 +1,10 @@
-"""The catalog and audience CSV readers."""
+"""The catalog and audience CSV readers, and the CSV row loop under junk input."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from calm_mail.errors import InputError
-from calm_mail.inputs import iter_audience, read_catalog
+from calm_mail.inputs import iter_audience, iter_completions, read_catalog
 from calm_mail.inputs.audience import COLUMNS as AUDIENCE_COLUMNS
 from calm_mail.inputs.catalog import COLUMNS as CATALOG_COLUMNS
 from calm_mail.records import SkipCounter
@@ -178,3 +179,169 @@ def test_junk_csv_rows_never_crash_and_counts_add_up(tmp_path: Path, rows: list[
             kept = len(read_catalog(str(path), skips=skips))
         assert kept + skips.skipped == skips.total
         assert skips.total <= len(rows)
+
+
+USUAL_USER = ["1", "a@example.com", "en-US", "", "7", "US", "10", "beginner", "false", "free"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("TENURE_DAYS", "9" * 5000, "skip: bad_tenure_days"),  # past int()'s limit on digits
+        ("TENURE_DAYS", "٣", "tenure_days=3"),  # an Arabic-Indic three: int() reads it
+        ("TENURE_DAYS", " +3 ", "tenure_days=3"),
+        ("TENURE_DAYS", "²", "skip: bad_tenure_days"),  # isdigit() but not int()
+        ("PREFERRED_HOUR", " 07", "preferred_hour=7"),
+        ("PREFERRED_HOUR", "24", "skip: bad_preferred_hour"),
+        ("LEVEL", " Advanced ", "level='advanced'"),
+        ("IS_KIDS_PROFILE", " Yes", "is_kids_profile=True"),
+        ("IS_KIDS_PROFILE", "maybe", "skip: bad_is_kids_profile"),
+        ("LAST_ACTIVE_AT", "2026-11-20T09:00:00+01:00", "datetime(2026, 11, 20, 8, 0, tzinfo="),
+        ("LAST_ACTIVE_AT", "20261120", "datetime(1970, 8, 23, 12, 5, 20, tzinfo="),  # epoch
+        ("LAST_ACTIVE_AT", "2026-W47-5T08:00Z", "datetime(2026, 11, 20, 8, 0, tzinfo="),
+        ("LAST_ACTIVE_AT", "yesterday", "skip: bad_last_active_at"),
+        ("LAST_ACTIVE_AT", " ", "last_active_at=None"),
+    ],
+)
+def test_odd_values_read_field_by_field(
+    tmp_path: Path, field: str, value: str, expected: str
+) -> None:
+    row = [*USUAL_USER, "true", "2026-11-20T08:00:00Z"]
+    row[AUDIENCE_COLUMNS.index(field)] = value
+    path = tmp_path / "users.csv"
+    with path.open("w", newline="") as out:
+        csv.writer(out).writerows([AUDIENCE_COLUMNS, row])
+    skips = SkipCounter()
+    users = list(iter_audience(str(path), skips=skips))
+    got = repr(users[0]) if users else f"skip: {next(iter(skips.counts))}"
+    assert expected in got
+    assert all(u.last_active_at is None or u.last_active_at.tzinfo is UTC for u in users)
+
+
+def test_a_duplicate_user_is_counted_at_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "users.csv"
+    row = "a@example.com,en-US,,7,US,10,beginner,false,free,true,2026-11-20T08:00:00Z"
+    path.write_text(
+        ",".join(AUDIENCE_COLUMNS) + f"\n1,{row}\n2,{row}\n\n 1 ,{row}\n1,x\n",
+        encoding="utf-8",
+    )
+    skips = SkipCounter()
+    assert [u.user_id for u in iter_audience(str(path), skips=skips)] == ["1", "2"]
+    assert skips.examples == {"duplicate_user": [f"{path}:5"], "short_row": [f"{path}:6"]}
+    assert skips.total == 4
+
+
+def test_users_share_one_object_per_distinct_locale_zone_country_level_and_status(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.csv"
+    rows = [
+        "a@x.com,es,Europe/Madrid,7,es,10,beginner,false,Free,true,",
+        "b@x.com,es,Europe/Madrid,7,ES,10,beginner,false,free,true,",
+        "c@x.com,es , Europe/Madrid,7,es,10,beginner,false,FREE,true,",
+    ]
+    path.write_text(
+        ",".join(AUDIENCE_COLUMNS) + "".join(f"\n{k},{r}" for k, r in enumerate(rows)) + "\n",
+        encoding="utf-8",
+    )
+    a, b, c = iter_audience(str(path), skips=SkipCounter())
+    for field in ("locale", "timezone", "country", "level", "subscription_status"):
+        assert getattr(a, field) is getattr(b, field) is getattr(c, field), field
+    assert (a.locale, a.timezone, a.country, a.subscription_status) == (
+        "es",
+        "Europe/Madrid",
+        "ES",
+        "free",
+    )
+
+
+# --------------------------------------------------------------------------- junk files
+
+FIELD_LIMIT = csv.field_size_limit()
+ODD = st.sampled_from(
+    ["", " ", "\t", "\u00a0", " 7 ", "-1", "07", "24", "1e3", "٣", "²", "9" * 5000, "TRUE",
+     " yes", "maybe", "Advanced", "2026-11-20T08:00:00", "2026-11-20T08:00:00+02:00",
+     " 2026-11-20T08:00:00Z", "2026-11-20T08:00:00\x00Z", "2026-W47-5T08:00Z", "1795000000.5",
+     "1e20", "x\ny", 'a "quoted", b', "\x00"]
+) | st.text(max_size=8)  # fmt: skip
+WORD = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=6)
+UTC_TEXT = st.datetimes(
+    min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+).map(lambda when: when.isoformat().replace("+00:00", "Z"))
+USUAL = {  # the usual form of each column, so most rows are kept and some are not
+    "USER_ID": st.sampled_from(["1", "2", "3"]) | WORD,  # a few ids, so duplicates happen
+    "EMAIL": WORD.map(lambda w: f"{w}@example.com"),
+    "LOCALE": st.sampled_from(["en-US", "fr-FR", ""]),
+    "TIMEZONE": st.sampled_from(["Europe/Paris", ""]),
+    "PREFERRED_HOUR": st.sampled_from(["", *map(str, range(24))]),
+    "COUNTRY": st.sampled_from(["US", "fr", ""]),
+    "TENURE_DAYS": st.integers(0, 10**9).map(str),
+    "LEVEL": st.sampled_from(["beginner", "intermediate", "advanced"]),
+    "IS_KIDS_PROFILE": st.sampled_from(["true", "false"]),
+    "SUBSCRIPTION_STATUS": st.sampled_from(["subscriber", "Lapsed"]),
+    "EMAIL_OPT_IN": st.sampled_from(["true", "false"]),
+    "LAST_ACTIVE_AT": UTC_TEXT | st.just(""),
+    "CONTENT_ID": WORD,
+    "COMPLETED_AT": UTC_TEXT,
+}
+USUAL["ITEM_ID"] = USUAL["CONTENT_ID"]
+
+
+@st.composite
+def csv_file(draw: st.DrawFn, columns: list[str]) -> str:
+    """CSV text: a header in any order, case and padding, maybe with extra columns and a
+    BOM, then rows mostly usual with odd cells, quoting, blank lines, short and long rows."""
+    names = [*columns, *draw(st.lists(st.sampled_from(["NOTE", "", "X"]), max_size=2))]
+    order = draw(st.permutations(names))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
+    writer.writerow([draw(st.sampled_from([n, n.lower(), f" {n} "])) for n in order])
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            out.write(draw(st.sampled_from(["\n", " \n", ",\n", "\r\n", "\x00\n", '"open,\n'])))
+            continue
+        if kind == 1:  # a field past the csv module's limit: bad_csv
+            out.write(f'x,"{"y" * (FIELD_LIMIT + 1)}"\n')
+            continue
+        cells = [draw(USUAL.get(n.strip().upper(), ODD)) for n in order]
+        for i in draw(st.lists(st.integers(0, len(cells) - 1), max_size=3)):
+            cells[i] = draw(ODD)
+        if kind == 2:
+            cells = cells[: draw(st.integers(0, len(cells)))]
+        elif kind == 3:
+            cells.append(draw(ODD))
+        writer.writerow(cells)
+    return ("\ufeff" if draw(st.booleans()) else "") + out.getvalue()
+
+
+READERS = {
+    "users.csv": (AUDIENCE_COLUMNS, iter_audience),
+    "history.csv": (("USER_ID", "CONTENT_ID", "COMPLETED_AT"), iter_completions),
+}
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_junk_files_are_read_row_by_row_with_every_skip_at_a_line_of_the_file(
+    tmp_path: Path, data: st.DataObject
+) -> None:
+    name = data.draw(st.sampled_from(sorted(READERS)))
+    columns, read = READERS[name]
+    if name == "history.csv" and data.draw(st.booleans()):
+        columns = ("USER_ID", "ITEM_ID", "COMPLETED_AT")  # the alias
+    text = data.draw(csv_file(list(columns)))
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8", newline="")
+    lines = text.count("\n") + text.count("\r") - text.count("\r\n")
+    skips = SkipCounter()
+    kept = list(read(str(path), skips=skips))  # type: ignore[operator]
+    assert len(kept) + skips.skipped == skips.total
+    assert all(getattr(r, "user_id", "") for r in kept)
+    place = re.compile(rf"{re.escape(str(path))}:(\d+)")
+    for places in skips.examples.values():
+        for where in places:
+            found = place.fullmatch(where)
+            assert found and 2 <= int(found[1]) <= max(lines, 2), where

@@ -1,11 +1,15 @@
-"""Signature and credential checks."""
+"""Signature (canonical base64, then SendGrid's check) and credential checks."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from calm_mail.errors import ConfigError, WebhookError
 from calm_mail.sandbox.webhook import WebhookSigner
@@ -14,8 +18,10 @@ from calm_mail.track.verify import (
     TIMESTAMP_HEADER,
     Credentials,
     SignatureVerifier,
+    is_canonical_base64,
     parse_basic_auth,
 )
+from tests.track.conftest import MemorySink, ServeReceiver, sg_event
 
 # sendgrid-python's own test vector (test/unit/test_eventwebhook.py, tag 6.12.5).
 KEY = (
@@ -179,3 +185,93 @@ def test_parse_basic_auth() -> None:
         with pytest.raises(ConfigError) as info:
             parse_basic_auth(bad)
         assert bad not in str(info.value)
+
+
+# --------------------------------------------------------------------------- canonical base64
+
+SIGNER = WebhookSigner()
+STAMP = 1_700_000_000
+# Each mutation takes a signature header (and a place in it) to another text that lax base64
+# reads as the same signature, or nearly: none of them is the header as signed.
+MUTATIONS: dict[str, Callable[[str, int], str]] = {
+    "four more characters": lambda sig, _: sig + "AAAA",
+    "twice": lambda sig, _: sig + sig,
+    "a space inside": lambda sig, at: sig[:at] + " " + sig[at:],
+    "a newline inside": lambda sig, at: sig[:at] + "\n" + sig[at:],
+    "a tab at the end": lambda sig, _: sig + "\t",
+    "no padding": lambda sig, _: sig.rstrip("="),
+    "urlsafe alphabet": lambda sig, _: sig.translate(str.maketrans("+/", "-_")),
+}
+
+
+def padded_signature(signer: WebhookSigner, body: bytes, stamp: int) -> str:
+    """A signature of `body` whose base64 ends in padding (ECDSA's DER length varies) and
+    holds a ``+`` or ``/``, so that every mutation changes it."""
+    signatures = (signer.signature(body, stamp) for _ in range(500))
+    return next(s for s in signatures if "=" in s and ("+" in s or "/" in s))
+
+
+@pytest.mark.parametrize("kind", sorted(MUTATIONS))
+@settings(max_examples=25, deadline=None)
+@given(body=st.text(max_size=80).map(str.encode), at=st.integers(0, 96))
+def test_only_the_signature_header_as_signed_passes(kind: str, body: bytes, at: int) -> None:
+    verifier = SignatureVerifier(SIGNER.public_key, max_age_s=None)
+    hdrs = SIGNER.headers(body, STAMP)
+    verifier.verify(hdrs, body)  # the original passes
+    sig = hdrs[SIGNATURE_HEADER]
+    mutated = MUTATIONS[kind](sig, at)
+    if mutated != sig:  # a signature may have no padding to drop, no + or / to swap
+        assert status_of(verifier, {**hdrs, SIGNATURE_HEADER: mutated}, body, None) == 403
+
+
+@given(raw=st.binary(max_size=80), at=st.integers(0, 120))
+def test_canonical_base64_is_what_b64encode_writes_and_nothing_else(raw: bytes, at: int) -> None:
+    text = base64.b64encode(raw).decode()
+    assert is_canonical_base64(text)
+    for kind, mutate in MUTATIONS.items():
+        mutated = mutate(text, at)
+        if mutated == text or (kind in ("four more characters", "twice") and "=" not in text):
+            continue  # unpadded: the longer text is the canonical form of longer bytes
+        assert not is_canonical_base64(mutated), kind
+    if text.endswith("="):  # stray bits in the last data character: not how b64encode writes
+        last = text.rstrip("=")[-1]
+        other = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        stray = other[other.index(last) ^ 1]
+        assert not is_canonical_base64(
+            text.rstrip("=")[:-1] + stray + text[len(text.rstrip("=")) :]
+        )
+
+
+@pytest.mark.parametrize("kind", ["four more characters", "twice", "a space inside"])
+def test_sendgrids_verifier_alone_takes_a_reencoded_header(kind: str) -> None:
+    """Why the canonical check exists: the package's lax base64 reads these as the signature."""
+    body = b'[{"event":"open"}]'
+    sig = padded_signature(SIGNER, body, STAMP)
+    mutated = MUTATIONS[kind](sig, 10)
+    verifier = SignatureVerifier(SIGNER.public_key, max_age_s=None)
+    assert verifier._webhook.verify_signature(body.decode(), mutated, str(STAMP))
+    assert not verifier.is_valid(body.decode(), mutated, str(STAMP))
+    assert verifier.is_valid(body.decode(), sig, str(STAMP))
+
+
+def test_the_running_receiver_takes_a_real_signature_and_refuses_its_reencodings(
+    serve_receiver: ServeReceiver,
+) -> None:
+    body = orjson.dumps([sg_event(1, "open")])
+    sink = MemorySink()
+    with serve_receiver(sink) as receiver:
+        stamp = int(receiver.signer.headers(body)[TIMESTAMP_HEADER])
+        sig = padded_signature(receiver.signer, body, stamp)
+        kinds = ("four more characters", "twice", "a space inside", "urlsafe alphabet")
+        assert all(MUTATIONS[kind](sig, 10) != sig for kind in kinds)
+        refused = {
+            kind: receiver.post(
+                body, sign=False, headers=headers(MUTATIONS[kind](sig, 10), str(stamp))
+            ).status_code
+            for kind in kinds
+        }
+        assert not sink.events
+        good = receiver.post(body, sign=False, headers=headers(sig, str(stamp)))
+    assert refused == dict.fromkeys(kinds, 403)
+    assert good.status_code == 200, good.text
+    assert list(sink.events) == ["ev-open-1"]
