@@ -235,7 +235,7 @@ class Pair:
     missing: str  # why there is no baseline, or ""
 
     def figure(self, key: str, label: str, value: float | None, old: float | None) -> Figure:
-        """A µs figure of this tree next to the baseline's, if the baseline has it."""
+        """A figure in microseconds of this tree next to the baseline's, if the baseline has it."""
         return Figure(
             key=f"edition.{key}",
             label=f"edition: {label}",
@@ -254,8 +254,11 @@ class Pair:
             after.us_per_recipient,
             before.us_per_recipient if before else None,
         )
-        failed = f"; {after.failed} failed or unknown!" if after.failed else ""
-        sent = f"{after.sent:,} recipients, {after.cpu_s:.1f} s of CPU{failed}"
+        sent = f"{after.sent:,} recipients, {after.cpu_s:.1f} s of CPU"
+        if after.failed:
+            sent += f"; {after.failed} failed or unknown!"
+        if before and before.sent != after.sent:
+            sent += f"; the baseline sent {before.sent:,}"
         beyond = self.figure(
             "beyond_plan_us_per_recipient",
             "CPU per recipient after the plan (record, compose, send)",
@@ -265,7 +268,7 @@ class Pair:
         return [replace(total, note=self.missing or sent), beyond]
 
     def stages(self) -> list[Figure]:
-        """Per stage: µs per recipient, with its seconds and share of the run."""
+        """Per stage: CPU per recipient, with its seconds and share of the run."""
         after = self.after
         if after.stage_cpu is None:
             return [
