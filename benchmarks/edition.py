@@ -119,9 +119,13 @@ def baseline_tree(ctx: BenchContext) -> CodeTree | str:
     if shutil.which("git") is None:
         return "git is not installed"
     try:
+        git(ctx.root, "rev-parse", "--git-dir")
+    except RuntimeError:
+        return f"{ctx.root} is not a git checkout"
+    try:
         sha = git(ctx.root, "rev-parse", "--verify", "--quiet", f"{ctx.baseline}^{{commit}}")
     except RuntimeError:
-        return f"{ctx.baseline} is not a commit of {ctx.root} (a shallow clone?)"
+        return f"{ctx.baseline} is not a commit of this clone (a shallow one?)"
     folder = ctx.root / ".bench" / f"baseline-{sha[:12]}"
     if not (folder / ".git").exists():
         ctx.say(f"edition: git worktree add --detach {folder} {sha[:12]}")
@@ -267,6 +271,14 @@ class Pair:
         )
         return [replace(total, note=self.missing or sent), beyond]
 
+    def before_stages(self) -> dict[str, float]:
+        """The baseline's CPU seconds per stage: its own, or its plan timed on its own."""
+        if self.before is None:
+            return {}
+        if self.before.stage_cpu is not None:
+            return self.before.stage_cpu
+        return {} if self.before.plan_cpu_s is None else {"plan": self.before.plan_cpu_s}
+
     def stages(self) -> list[Figure]:
         """Per stage: CPU per recipient, with its seconds and share of the run."""
         after = self.after
@@ -285,13 +297,13 @@ class Pair:
             name: after.stage_cpu[name]
             for name in known + sorted(set(after.stage_cpu) - set(known))
         }
-        spent["(outside every stage)"] = after.cpu_s - sum(after.stage_cpu.values())
-        old = (self.before.stage_cpu if self.before else None) or {}
+        spent["outside the stages"] = after.cpu_s - sum(after.stage_cpu.values())
+        old = self.before_stages()
         figures = []
         for name, seconds in spent.items():
             then = old.get(name)
             figure = self.figure(
-                f"stage_{name.strip('()').replace(' ', '_')}_us_per_recipient",
+                f"stage_{name.replace(' ', '_')}_us_per_recipient",
                 f"{name}, CPU per recipient",
                 seconds / after.sent * 1e6,
                 None if then is None or self.before is None else then / self.before.sent * 1e6,
@@ -307,7 +319,8 @@ class Pair:
         figures = [
             replace(
                 self.figure("plan_us_per_user", f"plan CPU per user (of {users:,})", now, then),
-                note=self.missing or "timed around plan_edition where the runner has no stage_cpu",
+                note=self.missing
+                or "a runner without stage_cpu: timed around plan_edition, arms recorded",
             )
         ]
         if now is not None and then is not None:
