@@ -6,8 +6,8 @@ the edition runner, the SendGrid transport posting over HTTP to the sandbox (its
 so its CPU is not counted), a fresh SQLite ledger. The baseline's code is a git worktree of the
 commit under ``.bench/baseline-<sha>``, imported with ``PYTHONPATH`` from the same venv, its C
 id scan built first when it has one (that is how it ran). Both trees plan the same data set,
-made once by this tree's generator. Rounds alternate (before, after, ...) and each figure is
-the best of its rounds, because the machine is shared.
+made once by this tree's generator. Rounds alternate (before, after, ...) because the machine
+is shared, and every figure of a tree comes from its best round (least CPU per recipient).
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ CHILD_TIMEOUT_S = 1800
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CodeTree:
-    """A checkout whose `calm_mail` a round imports, and how its figure should be read."""
+    """A checkout whose `calm_mail` (and campaign files) a round uses."""
 
     name: str  # "after" (this tree) or "before" (the baseline)
     root: Path
     label: str  # for the table: "84ac4e5, C id scan"
-    note: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
