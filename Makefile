@@ -27,8 +27,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# BENCH_ARGS: e.g. --quick, --only edition,plan, --baseline REV (the code the edition is
+# compared with; default 84ac4e5, before issue #13), --json FILE
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data out .bench *.egg-info calm_mail.db
+	git worktree prune

@@ -16,6 +16,7 @@ import orjson
 from rich.console import Console
 
 from benchmarks.core import (
+    DEFAULT_BASELINE,
     FULL,
     QUICK,
     BenchContext,
@@ -32,6 +33,7 @@ from calm_mail.campaign import project_root
 def _sections() -> dict[str, Callable[[BenchContext], Section]]:
     # Imported here so `--help` and a bad --only answer at once.
     from benchmarks.data import run_data
+    from benchmarks.edition import run_whole_edition
     from benchmarks.plan import run_plan
     from benchmarks.reader import run_reader
     from benchmarks.receiver import run_receiver
@@ -39,6 +41,7 @@ def _sections() -> dict[str, Callable[[BenchContext], Section]]:
     from benchmarks.send import run_send
 
     return {
+        "edition": run_whole_edition,
         "data": run_data,
         "reader": run_reader,
         "plan": run_plan,
@@ -48,12 +51,12 @@ def _sections() -> dict[str, Callable[[BenchContext], Section]]:
     }
 
 
-NAMES = ("data", "reader", "plan", "render", "send", "receiver")
-NEEDS_DATA = {"reader", "plan", "send"}
+NAMES = ("edition", "data", "reader", "plan", "render", "send", "receiver")
+NEEDS_DATA = {"reader", "plan", "send"}  # the edition makes only its own data set
 
 
 def selected(only: str | None) -> list[str]:
-    """Section names in run order; data first whenever a later section reads the data sets."""
+    """Section names in run order; data before the sections that read both data sets."""
     if not only:
         return list(NAMES)
     wanted = {name.strip() for name in only.split(",") if name.strip()}
@@ -101,6 +104,14 @@ def _failed(name: str, exc: Exception) -> Section:
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="[ROOT/.bench]")
 @click.option("--users", type=click.IntRange(min=100), default=None, help="Large data set.")
 @click.option("--small-users", type=click.IntRange(min=100), default=None)
+@click.option("--edition-users", type=click.IntRange(min=100), default=None)
+@click.option(
+    "--baseline",
+    default=DEFAULT_BASELINE,
+    show_default=True,
+    metavar="REV",
+    help="The commit whose code the edition section runs beside this tree's.",
+)
 @click.option("--regenerate", is_flag=True, help="Generate the data sets even if cached.")
 def main(
     quick: bool,
@@ -110,13 +121,18 @@ def main(
     cache: str | None,
     users: int | None,
     small_users: int | None,
+    edition_users: int | None,
+    baseline: str,
     regenerate: bool,
 ) -> None:
     """Print calm-mail's performance figures next to their same-run baselines."""
     names = selected(only)
     sizes = QUICK if quick else FULL
     sizes = dataclasses.replace(
-        sizes, users=users or sizes.users, small_users=small_users or sizes.small_users
+        sizes,
+        users=users or sizes.users,
+        small_users=small_users or sizes.small_users,
+        edition_users=edition_users or sizes.edition_users,
     )
     if sizes.small_users > sizes.users:
         raise click.BadParameter("must not exceed --users", param_hint="--small-users")
@@ -128,6 +144,7 @@ def main(
         cache=Path(cache).resolve() if cache else base / ".bench",
         console=Console(width=None if sys.stdout.isatty() else 150),
         regenerate=regenerate,
+        baseline=baseline,
     )
     ctx.cache.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

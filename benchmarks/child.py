@@ -5,13 +5,12 @@
 seconds of the task, and the process's peak RSS at the end.
 
 Peak RSS is ``VmHWM`` from /proc/self/status: on Linux ``ru_maxrss`` survives fork and exec, so
-a child started by a large parent reports the parent's size (measured: a 500 MB parent makes an
-11 MB child report 512 MB). ``ru_maxrss`` is the fallback where /proc is missing.
+a child started by a large parent would report the parent's size. ``ru_maxrss`` is the fallback
+where /proc is missing.
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
 import sys
@@ -23,12 +22,12 @@ from typing import Any
 
 import orjson
 
-# The bench's own modules are imported here, outside the measured task (they cost ~0.23 s
-# of CPU, numpy and pyarrow among them; not planning work).
-from benchmarks.data import bench_campaign
+# Imported here, outside the measured task: importing (numpy and pyarrow among them) is not
+# planning work.
+from benchmarks.core import BenchContext
+from benchmarks.edition_run import bench_campaign
 from calm_mail.edition import Edition
 from calm_mail.inputs.catalog import read_catalog
-from calm_mail.inputs.idscan import native
 from calm_mail.inputs.personalize import iter_recommendations
 from calm_mail.plan.assign import MemoryStore
 from calm_mail.plan.planner import plan_edition
@@ -65,7 +64,6 @@ def _plan(root: str, folder: str, edition: str) -> dict[str, Any]:
     now = datetime.combine(ed.send_date, datetime.min.time(), UTC) - timedelta(days=1)
     result = plan_edition(campaign, ed, store=MemoryStore(), now=now, record=False)
     return {
-        "native": native() is not None,  # the C id scan (`idscan`) was used
         "audience": result.summary.audience,
         "deliveries": len(result.deliveries),
         "exclusions": len(result.exclusions),
@@ -85,23 +83,27 @@ def main(argv: list[str]) -> None:
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 
-def run_child(
-    task: str, *args: str, timeout_s: float = 1800, env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Run `task` in a fresh interpreter (with `env` added to this one's environment) and
-    return its JSON line; RuntimeError if it fails."""
+def run_child(task: str, *args: str, timeout_s: float = 1800) -> dict[str, Any]:
+    """Run `task` in a fresh interpreter and return its JSON line; RuntimeError if it fails."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.child", task, *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
-        env={**os.environ, **env} if env else None,
     )
     if done.returncode != 0:
         raise RuntimeError(f"bench child {task!r} failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def peak_rss_mb(ctx: BenchContext, task: str, *args: str) -> tuple[float, dict[str, Any]]:
+    """Peak RSS of `task` in a fresh process, minus that of a process that only imports, and
+    the task's JSON line."""
+    idle = ctx.remember("child:idle", lambda: run_child("idle"))
+    result = run_child(task, *args)
+    return (result["peak_rss_kb"] - idle["peak_rss_kb"]) / 1024, result
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+# The code before issue #13: what the `edition` section compares this tree with by default.
+DEFAULT_BASELINE = "84ac4e5"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sizes:
@@ -26,6 +29,7 @@ class Sizes:
 
     users: int = 200_000  # the large data set (reader, plan)
     small_users: int = 20_000  # the small one (memory baselines, the send section's plan)
+    edition_users: int = 20_000  # the whole edition, run on this tree and on the baseline
     recs: int = 500
     render_emails: int = 2_000
     engine_sends: int = 6_000
@@ -36,13 +40,14 @@ class Sizes:
     latency_ms: float = 50.0
     events: int = 50_000
     event_batch: int = 500
-    rounds: int = 3  # best of N for the wall-clock (latency-bound) send figures
+    rounds: int = 3  # best of N: the send figures, and the edition on each code tree
 
 
 FULL = Sizes()
 QUICK = Sizes(
     users=20_000,
     small_users=2_000,
+    edition_users=2_000,
     render_emails=300,
     engine_sends=1_000,
     stock_sequential=20,
@@ -143,6 +148,7 @@ class BenchContext:
     cache: Path
     console: Console
     regenerate: bool = False
+    baseline: str = DEFAULT_BASELINE  # a git revision
     memo: dict[str, Any] = field(default_factory=dict)
 
     def say(self, text: str) -> None:

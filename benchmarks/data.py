@@ -1,5 +1,6 @@
 """The bench data sets: generated once under ``.bench/data-<size>``, reused while their
-generator arguments match, and a copy of the shipped campaign pointed at them.
+generator arguments match. `bench_campaign` (the shipped campaign pointed at one) is defined in
+`edition_run`, which a baseline commit's code must be able to run too.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 import orjson
 
 from benchmarks.core import BenchContext, Figure, Section
-from calm_mail.campaign import Campaign, load_campaign
+from benchmarks.edition_run import CAMPAIGN as CAMPAIGN
+from benchmarks.edition_run import bench_campaign as bench_campaign
 from calm_mail.demo.data import generate
 
 EDITION = "2026-W48"  # fixed, so cached data and plans are the same whenever the bench runs
 SEED = 2026
 PARTS = 4
-CAMPAIGN = "weekly_winddown"
 _KEY_FILE = "bench-key.json"
 
 
@@ -68,21 +69,6 @@ def dataset(ctx: BenchContext, users: int) -> Dataset:
     """`ensure_dataset`, once per run and size."""
     found: Dataset = ctx.remember(f"data:{users}", lambda: ensure_dataset(ctx, users))
     return found
-
-
-def bench_campaign(root: Path, folder: Path) -> Campaign:
-    """The shipped campaign with its inputs pointed at a bench data set."""
-    campaign = load_campaign(CAMPAIGN, root)
-    inputs = campaign.inputs.model_copy(
-        update={
-            "catalog": f"{folder}/catalog.csv",
-            "audience": f"{folder}/users.csv",
-            "recommendations": f"{folder}/personalize/{{edition}}/",
-            "editorial": f"{folder}/editorial/{{edition}}.toml",
-            "history": f"{folder}/completions.csv",
-        }
-    )
-    return campaign.model_copy(update={"inputs": inputs})
 
 
 def run_data(ctx: BenchContext) -> Section:

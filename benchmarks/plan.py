@@ -1,23 +1,22 @@
-"""Issue 3: planning the large data set through the reader and every rule, on one core, next to
-the bare orjson parse of the same files; and the planner's peak memory.
+"""Planning the large data set through the reader and every rule, on one core, next to the
+bare orjson parse of the same files; and the planner's peak memory.
 """
 
 from __future__ import annotations
 
+from benchmarks.child import peak_rss_mb
 from benchmarks.core import BenchContext, Figure, Goal, Section
 from benchmarks.data import EDITION, dataset
-from benchmarks.reader import bare_parse, peak_rss_mb
+from benchmarks.reader import bare_parse
 
 USERS_PER_S = 20_000
 TIME_RATIO = 2.5
-ROUNDS = 3  # bare parse and plan alternate, best of each: this machine is shared and noisy
-# (the same code, best of 2, five runs on one afternoon: 2.27x, 2.34x, 2.45x, 2.50x, 2.90x)
 
 
 def run_plan(ctx: BenchContext) -> Section:
     big, small = dataset(ctx, ctx.sizes.users), dataset(ctx, ctx.sizes.small_users)
     bares, plans = [], []
-    rounds = 1 if ctx.sizes.rounds == 1 else ROUNDS
+    rounds = ctx.sizes.rounds  # bare parse and plan alternate: the machine is shared and noisy
     for r in range(rounds):
         ctx.say(f"plan: round {r + 1}/{rounds}: bare orjson pass over {big.users:,} users")
         bares.append(bare_parse(big.recommendations))
@@ -25,17 +24,13 @@ def run_plan(ctx: BenchContext) -> Section:
         plans.append(peak_rss_mb(ctx, "plan", str(ctx.root), str(big.folder), EDITION))
     bare = min(bares, key=lambda b: b.cpu_s)
     big_mb, big_run = min(plans, key=lambda p: float(p[1]["cpu_s"]))
-    ctx.say("plan: plan_edition with the ids read in Python (CALM_MAIL_NATIVE=0), one round")
-    _, python_run = peak_rss_mb(
-        ctx, "plan", str(ctx.root), str(big.folder), EDITION, env={"CALM_MAIL_NATIVE": "0"}
-    )
     ctx.say(f"plan: plan_edition over {small.users:,} users (memory baseline)")
     small_mb, small_run = peak_rss_mb(ctx, "plan", str(ctx.root), str(small.folder), EDITION)
     users = big_run["audience"]
     cpu_s = big_run["cpu_s"]
     section = Section(
         name="plan",
-        title=f"Plan (issue 3) - {users:,} users x {ctx.sizes.recs} recs, every rule",
+        title=f"Plan - {users:,} users x {ctx.sizes.recs} recs, every rule",
         method="CPU time (time.process_time, all threads) of plan_edition with an in-memory "
         "store in a fresh process; baseline: a bare orjson pass over the same files, CPU "
         f"time; the two alternate, best of {rounds} each; peak RSS minus an import-only "
@@ -46,14 +41,12 @@ def run_plan(ctx: BenchContext) -> Section:
             "plan_rounds_cpu_s": [round(float(p[1]["cpu_s"]), 3) for p in plans],
             "big": big_run,
             "small": small_run,
-            "python_ids": python_run,
         },
     )
-    scan = "with the C id scan" if big_run.get("native") else "C id scan NOT BUILT"
     section.figures += [
         Figure(
             key="plan.users_per_s",
-            label=f"plan: users/s (1 core, {scan})",
+            label="plan: users/s (1 core)",
             value=users / cpu_s,
             unit="users/s",
             baseline=bare.lines_per_s,
@@ -70,15 +63,6 @@ def run_plan(ctx: BenchContext) -> Section:
             goal=Goal(
                 target=TIME_RATIO, at_least=False, on_ratio=True, text=f"<= {TIME_RATIO}x bare"
             ),
-        ),
-        Figure(
-            key="plan.python_ids_users_per_s",
-            label="plan: users/s, the ids read in Python",
-            value=users / python_run["cpu_s"],
-            unit="users/s",
-            baseline=users / cpu_s,
-            baseline_label=scan,
-            note="CALM_MAIL_NATIVE=0, one round: what a machine without a C compiler gets",
         ),
         Figure(
             key="plan.peak_rss_mb",

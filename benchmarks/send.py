@@ -1,4 +1,4 @@
-"""Issue 5: sends per second from one process against the SendGrid sandbox with injected
+"""Sends per second from one process against the SendGrid sandbox with injected
 latency, next to the official client's ``SendGridAPIClient.send`` loop (sequential and with
 threads) sending the same prepared bodies; and the ledger's share of the engine's time.
 
@@ -29,7 +29,8 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from benchmarks.core import BenchContext, Figure, Goal, Section
-from benchmarks.data import CAMPAIGN, EDITION, bench_campaign, dataset
+from benchmarks.data import EDITION, dataset
+from benchmarks.edition_run import API_KEY, CAMPAIGN, bench_campaign
 from calm_mail.compose.composer import Composer
 from calm_mail.deliver.engine import Engine, EngineConfig
 from calm_mail.deliver.null import NullTransport
@@ -43,7 +44,6 @@ from calm_mail.store.ledger import delivery_id_for
 from calm_mail.track.server import cli_server
 
 SENDS_PER_S = 2_000
-API_KEY = "SG.bench"  # the sandbox takes any SG.* key
 
 
 class TimedCalls:
@@ -348,7 +348,7 @@ def _section(
     ledger_ms = ", ".join(f"{k} {v * 1000:,.0f} ms" for k, v in sorted(engine.ledger_cpu_s.items()))
     section = Section(
         name="send",
-        title=f"Send (issue 5) - sandbox in its own process, {sizes.latency_ms:g} ms latency",
+        title=f"Send - sandbox in its own process, {sizes.latency_ms:g} ms latency",
         method=f"wall time (time.perf_counter), best of {sizes.rounds} for the engine and the "
         f"threaded stock loop; engine: SQLite ledger, real Composer, SendGridTransport, "
         f"concurrency {sizes.concurrency}; stock: SendGridAPIClient.send, same bodies",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,7 @@ import orjson
 import pytest
 
 from benchmarks.child import run_child
-from benchmarks.core import Figure, Goal
-from calm_mail.inputs import idscan
+from benchmarks.core import DEFAULT_BASELINE, Figure, Goal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_quick_render_and_plan_write_every_figure_with_its_baseline(tmp_path: Pa
     assert set(report["sections"]) == {"data", "plan", "render"}
     figures = {f["key"]: f for f in report["figures"]}
     keys = ("plan.users_per_s", "plan.us_per_user", "plan.peak_rss_mb", "render.emails_per_s")
-    for key in (*keys, "plan.python_ids_users_per_s"):
+    for key in keys:
         figure = figures[key]
         assert figure["value"] > 0 and figure["baseline"] > 0 and figure["ratio"] > 0, figure
     for key in ("plan.users_per_s", "plan.us_per_user", "render.emails_per_s"):
@@ -45,10 +45,44 @@ def test_quick_render_and_plan_write_every_figure_with_its_baseline(tmp_path: Pa
     assert figures["data.generate_2k_s"]["value"] > 0
     assert (cache / "data-2k" / "bench-key.json").exists()
     assert "Summary" in done.stdout and "plan: users/s" in done.stdout
-    # the plan says whether it ran the C id scan; the Python one is measured beside it
-    plan = report["sections"]["plan"]["details"]
-    assert plan["python_ids"]["native"] is False
-    assert plan["big"]["native"] is (idscan.native() is not None)
+
+
+def _has_baseline_commit() -> bool:
+    if shutil.which("git") is None:
+        return False
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{DEFAULT_BASELINE}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    return found.returncode == 0
+
+
+def test_quick_edition_writes_its_figures_next_to_the_baseline_commits(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--only", "edition", "--edition-users", "1000"]
+    done = _bench(*args, "--cache", str(tmp_path / "cache"), "--json", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = orjson.loads(out.read_bytes())
+    assert list(report["sections"]) == ["edition"]  # it makes its own data set
+    edition = report["sections"]["edition"]
+    assert edition["details"]["users"] == 1000
+    rounds = edition["details"]["rounds"]
+    assert rounds["after"][0]["sent"] > 0 and rounds["after"][0]["failed_or_unknown"] == 0
+    figures = {f["key"]: f for f in report["figures"]}
+    whole = figures["edition.cpu_us_per_recipient"]
+    assert whole["value"] > 0 and figures["edition.plan_us_per_user"]["value"] > 0
+    stages = [k for k in figures if k.startswith("edition.stage")]
+    assert stages, "the per-stage figures, or the row saying the runner has none"
+    assert "Whole edition" in done.stdout
+    if not _has_baseline_commit():
+        assert whole["baseline"] is None and whole["note"].startswith("no baseline:")
+        pytest.skip(f"git or commit {DEFAULT_BASELINE} missing: the baseline part is unchecked")
+    assert whole["baseline"] > 0 and whole["ratio"] > 0, whole
+    assert whole["baseline_label"].startswith(DEFAULT_BASELINE[:7])
+    assert len(rounds["before"]) == len(rounds["after"]) == 1
+    assert figures["edition.plan_difference_1m_users_cpu_s"]["value"] is not None
 
 
 def test_an_unknown_section_is_a_usage_error() -> None:

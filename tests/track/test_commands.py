@@ -12,7 +12,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from benchmarks.track_receiver import bench_receiver
+from benchmarks.receiver import bench_receiver
 from calm_mail.cli import main
 from calm_mail.sandbox.webhook import WebhookSigner
 from calm_mail.track.server import free_port, wait_healthy
