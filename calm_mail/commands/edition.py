@@ -235,7 +235,7 @@ def _announce(camp: Campaign, edition: Edition, ledger: Any, report: Any) -> Non
     """Every real run ends with one JSON summary line in the log (and Slack when configured)."""
     from calm_mail.ops import alerts
 
-    info = ledger.get_edition(camp.name, edition.key)
+    info = ledger.editions.get_edition(camp.name, edition.key)
     preflight = info.preflight if info is not None else None
     alerts.announce(alerts.run_summary(report, preflight=preflight, seconds=report.seconds), camp)
 
@@ -245,7 +245,7 @@ def _announce_failure(
 ) -> None:
     from calm_mail.ops import alerts
 
-    info = ledger.get_edition(camp.name, edition.key)
+    info = ledger.editions.get_edition(camp.name, edition.key)
     preflight = info.preflight if info is not None else None
     reason = str(exc).splitlines()[0]
     alerts.announce(
@@ -381,15 +381,15 @@ def status(
     camp = _campaign(ctx, campaign)
     name = camp.name + (DRY_SUFFIX if dry_run else "")
     with _ledger(ctx) as ledger:
-        info = ledger.get_edition(name, edition.key)
+        info = ledger.editions.get_edition(name, edition.key)
         if info is None:
             raise UsageError(
                 f"{name} {edition}: no such edition in the ledger "
                 f"({ledger.url_for_display}); run it first"
             )
-        counts = ledger.counts(info.edition_id)
-        failures = ledger.failure_reasons(info.edition_id)
-        log = ledger.edition_log(info.edition_id) if hasattr(ledger, "edition_log") else []
+        counts = ledger.deliveries.counts(info.edition_id)
+        failures = ledger.deliveries.failure_reasons(info.edition_id)
+        log = ledger.editions.edition_log(info.edition_id)
     if as_json:
         click.echo(
             orjson.dumps(
@@ -443,7 +443,8 @@ def cancel(ctx: click.Context, campaign: str, edition: Edition, action: str) -> 
             change_edition(
                 camp,
                 edition,
-                ledger,
+                ledger.editions,
+                ledger.deliveries,
                 action,
                 api_key=os.environ.get("SENDGRID_API_KEY"),
                 api_host=os.environ.get("SENDGRID_API_HOST") or "https://api.sendgrid.com",
@@ -462,8 +463,8 @@ def history(ctx: click.Context, campaign: str, as_json: bool) -> None:
     camp = _campaign(ctx, campaign)
     rows = []
     with _ledger(ctx) as ledger:
-        for info in ledger.list_editions(camp.name):
-            counts = ledger.counts(info.edition_id)
+        for info in ledger.editions.list_editions(camp.name):
+            counts = ledger.deliveries.counts(info.edition_id)
             rows.append(
                 {
                     "edition": info.edition,

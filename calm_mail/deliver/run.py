@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,8 @@ from calm_mail.deliver.transport import Transport
 from calm_mail.edition import Edition
 from calm_mail.errors import PreflightError, UsageError
 from calm_mail.records import ComposedMessage, PlannedDelivery
+from calm_mail.store import Ledger
+from calm_mail.store.assignments import Assignments
 
 SENDGRID_WINDOW = timedelta(hours=72)
 DRY_SUFFIX = ":dry-run"
@@ -101,13 +103,24 @@ class RunReport:
 
 
 class ReadOnlyAssignments:
-    """A dry run reads sticky assignments but records none."""
+    """A dry run's view of the ledger for the planner: sticky assignments and seeds are read,
+    none recorded (a dry run is not an exposure)."""
 
-    def __init__(self, ledger: Any) -> None:
-        self._ledger = ledger
+    def __init__(self, ledger: Ledger) -> None:
+        self.assignments = _ReadOnlyArms(ledger.assignments)
+        self.suppressions = ledger.suppressions
+        self.editions = ledger.editions
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ledger, name)
+
+class _ReadOnlyArms:
+    def __init__(self, assignments: Assignments) -> None:
+        self._assignments = assignments
+
+    def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]:
+        return self._assignments.get_assignments(experiment, user_ids)
+
+    def experiment_seed(self, experiment: str) -> str | None:
+        return self._assignments.experiment_seed(experiment)
 
     def record_assignments(self, *args: Any, **kwargs: Any) -> int:
         return 0
@@ -185,12 +198,12 @@ def run_edition(
     """
     if options.dry_run:
         return _run_edition(campaign, edition, ledger, options, on_progress, on_total)
-    from calm_mail.ops.lock import edition_lock
+    from calm_mail.store.locks import edition_lock
 
     # One lock per shard: shards of one edition run side by side (row claims keep each
     # delivery exactly-once); two workers on the same shard, or two whole runs, do not.
     scope = f"{edition}#{options.shard[0]}of{options.shard[1]}" if options.shard else edition
-    with edition_lock(ledger, campaign.name, scope):
+    with edition_lock(ledger.locks, campaign.name, scope):
         return _run_edition(campaign, edition, ledger, options, on_progress, on_total)
 
 
@@ -208,14 +221,14 @@ def _run_edition(
     started = time.monotonic()
     now = options.now or datetime.now(UTC)
     name = campaign.name + (DRY_SUFFIX if options.dry_run else "")
-    info = ledger.ensure_edition(name, edition.key, experiment=campaign.experiment.name)
+    info = ledger.editions.ensure_edition(name, edition.key, experiment=campaign.experiment.name)
     if info.state == "cancelled":
         raise UsageError(
             f"{campaign.name} {edition}: the edition was cancelled; nothing is sent. "
             "Plan a new edition instead."
         )
     if options.dry_run:
-        ledger.delete_deliveries(info.edition_id)
+        ledger.deliveries.delete_deliveries(info.edition_id)
     else:
         require_api_key(options)
         if info.state == "paused":
@@ -228,7 +241,7 @@ def _run_edition(
     warnings = check_window(deliveries, now) if not options.dry_run else []
     if not options.dry_run and any("more than 72 h" in w for w in warnings):
         raise PreflightError(warnings[0])
-    planned_new = ledger.add_planned(info.edition_id, name, deliveries)
+    planned_new = ledger.deliveries.add_planned(info.edition_id, name, deliveries)
     transport = make_transport(campaign, options)
     composer: Any = Composer(campaign, plan.catalog, edition)
     if isinstance(transport, OutboxTransport):
@@ -238,16 +251,18 @@ def _run_edition(
     reconciled, tally = asyncio.run(
         _send(campaign, edition, ledger, info, transport, composer, options, now, on_progress)
     )
-    counts = ledger.counts(info.edition_id)
+    counts = ledger.deliveries.counts(info.edition_id)
     open_rows = sum(n for (state, _), n in counts.items() if state in ("planned", "claimed"))
     fatal = bool(tally.stopped and "fatal" in tally.stopped)
     if tally.circuit_open:
-        ledger.update_edition(info.edition_id, state="paused")
-        ledger.log_action(info.edition_id, "circuit_breaker", {"reason": tally.circuit_open})
+        ledger.editions.update_edition(info.edition_id, state="paused")
+        ledger.editions.log_action(
+            info.edition_id, "circuit_breaker", {"reason": tally.circuit_open}
+        )
     state = "sent" if open_rows == 0 else ("failed" if fatal else "sending")
-    current = ledger.get_edition_state(info.edition_id)
+    current = ledger.editions.get_edition_state(info.edition_id)
     if current not in ("cancelled", "paused"):
-        ledger.update_edition(info.edition_id, state=state)
+        ledger.editions.update_edition(info.edition_id, state=state)
     else:
         state = current
     return RunReport(
@@ -275,7 +290,7 @@ def _resume_or_refuse(
     if not options.resume:
         reasons = [
             e.detail
-            for e in ledger.edition_log(info.edition_id)
+            for e in ledger.editions.edition_log(info.edition_id)
             if e.action in ("circuit_breaker", "pause")
         ]
         why = f" ({_why(reasons[-1])})" if reasons else ""
@@ -293,8 +308,8 @@ def _resume_or_refuse(
                 await transport.aclose()
 
         asyncio.run(unpause())
-    ledger.update_edition(info.edition_id, state="sending", scheduled_status=None)
-    ledger.log_action(info.edition_id, "resume", {"by": "run --resume"})
+    ledger.editions.update_edition(info.edition_id, state="sending", scheduled_status=None)
+    ledger.editions.log_action(info.edition_id, "resume", {"by": "run --resume"})
 
 
 def _why(detail: Any) -> str:
@@ -324,8 +339,8 @@ def _preflight(
         api_host=options.api_host,
         plan=plan,
     )
-    ledger.update_edition(edition_id, preflight=report.as_dict())
-    ledger.log_action(edition_id, "preflight", {"ok": report.ok})
+    ledger.editions.update_edition(edition_id, preflight=report.as_dict())
+    ledger.editions.log_action(edition_id, "preflight", {"ok": report.ok})
     report.raise_if_failed()
 
 
@@ -345,17 +360,18 @@ async def _send(
         if not transport.dry_run and batch_id is None:
             created = await transport.create_batch()
             if created is not None:
-                batch_id = ledger.claim_batch_id(info.edition_id, created)
+                batch_id = ledger.editions.claim_batch_id(info.edition_id, created)
         reconciled = None
         if not transport.dry_run:
             reconciled = reconcile(
-                ledger,
+                ledger.deliveries,
+                ledger.events,
                 info.edition_id,
                 now=now,
                 stale_after=options.stale_after,
                 grace=options.grace,
             )
-        ledger.update_edition(info.edition_id, state="sending")
+        ledger.editions.update_edition(info.edition_id, state="sending")
         config = EngineConfig(
             max_rate=options.max_rate or campaign.schedule.max_rate,
             concurrency=options.concurrency or campaign.schedule.concurrency,
@@ -364,7 +380,8 @@ async def _send(
             circuit_seconds=options.circuit_seconds,
         )
         engine = Engine(
-            ledger,
+            ledger.deliveries,
+            ledger.editions,
             composer,
             transport,
             edition_id=info.edition_id,

@@ -26,8 +26,8 @@ from calm_mail.campaign import Campaign, load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, LockHeld
 from calm_mail.ops import alerts
-from calm_mail.ops.lock import edition_lock
 from calm_mail.ops.preflight import preflight
+from calm_mail.store.locks import edition_lock
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_due_edition(
         if done is not None:
             return done
         shutdown = stop or SHUTDOWN
-        with edition_lock(ledger, campaign.name, edition, ttl_s=LEASE_TTL_S) as lease:
+        with edition_lock(ledger.locks, campaign.name, edition, ttl_s=LEASE_TTL_S) as lease:
             # Stop claiming when the scheduler shuts down or the lease is lost to another worker.
             return _run_locked(
                 campaign,
@@ -99,7 +99,7 @@ def run_due_edition(
 
 
 def _already_done(ledger: Any, campaign: Campaign, edition: Edition) -> JobOutcome | None:
-    info = ledger.get_edition(campaign.name, edition.key)
+    info = ledger.editions.get_edition(campaign.name, edition.key)
     if info is None or info.state not in DONE_STATES:
         return None
     return JobOutcome(
@@ -213,10 +213,12 @@ def _send(
 def _store_summary(
     ledger: Any, campaign: Campaign, edition: Edition, summary: dict[str, Any]
 ) -> None:
-    info = ledger.get_edition(campaign.name, edition.key)
+    info = ledger.editions.get_edition(campaign.name, edition.key)
     if info is not None:
-        ledger.update_edition(info.edition_id, summary=summary)
-        ledger.log_action(info.edition_id, "run", {"ok": summary["ok"], "state": summary["state"]})
+        ledger.editions.update_edition(info.edition_id, summary=summary)
+        ledger.editions.log_action(
+            info.edition_id, "run", {"ok": summary["ok"], "state": summary["state"]}
+        )
 
 
 def _personalize(campaign: Campaign, edition: Edition, ledger: Any) -> None:
@@ -243,7 +245,10 @@ def eligible_user_ids(campaign: Campaign, edition: Edition, ledger: Any) -> Iter
     from calm_mail.records import SkipCounter
 
     rules = Eligibility(
-        campaign, edition, now=edition_instant(edition), suppressed=ledger.all_suppressed()
+        campaign,
+        edition,
+        now=edition_instant(edition),
+        suppressed=ledger.suppressions.all_suppressed(),
     )
     for user in iter_audience(campaign.input_path("audience", edition), skips=SkipCounter()):
         if rules.reason(user) is None:

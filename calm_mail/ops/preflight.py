@@ -97,7 +97,7 @@ class PlanLike(Protocol):
     def personalize_covered(self) -> int | None: ...
 
 
-class PreflightLedger(Protocol):
+class PreflightEditions(Protocol):
     def ensure_edition(self, campaign: str, edition: str, *, experiment: str) -> Any: ...
     def update_edition(
         self, edition_id: int, *, preflight: dict[str, Any] | None = None
@@ -105,6 +105,11 @@ class PreflightLedger(Protocol):
     def log_action(
         self, edition_id: int, action: str, detail: dict[str, Any] | None = None
     ) -> None: ...
+
+
+class PreflightLedger(Protocol):
+    @property
+    def editions(self) -> PreflightEditions: ...
 
 
 def preflight(
@@ -166,9 +171,11 @@ def record(
     ledger: PreflightLedger, campaign: Campaign, edition: Edition, report: PreflightReport
 ) -> None:
     """Store the report on the edition row and in its action log."""
-    info = ledger.ensure_edition(campaign.name, edition.key, experiment=campaign.experiment.name)
-    ledger.update_edition(info.edition_id, preflight=report.as_dict())
-    ledger.log_action(
+    info = ledger.editions.ensure_edition(
+        campaign.name, edition.key, experiment=campaign.experiment.name
+    )
+    ledger.editions.update_edition(info.edition_id, preflight=report.as_dict())
+    ledger.editions.log_action(
         info.edition_id,
         "preflight",
         {"ok": report.ok, "failed": [c.name for c in report.failed]},

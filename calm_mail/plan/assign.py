@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from calm_mail.campaign import Experiment
 from calm_mail.errors import ConfigError
@@ -119,7 +119,6 @@ class AssignmentStore(Protocol):
     ) -> int: ...
 
 
-@runtime_checkable
 class SeedStore(Protocol):
     """Where an experiment's seed is remembered, so a changed seed can be refused."""
 
@@ -131,23 +130,21 @@ class SeedStore(Protocol):
 
 
 @dataclass
-class MemoryStore:
-    """The planner's store in memory (assignments, experiments, suppressions): for previews
-    without a ledger, and for tests."""
+class MemoryAssignments:
+    """Sticky arms and experiment seeds in memory (the ledger's `assignments`, for tests)."""
 
-    suppressions: set[str] = field(default_factory=set)  # lowercased addresses
-    assignments: dict[str, dict[str, str]] = field(default_factory=dict)
+    arms: dict[str, dict[str, str]] = field(default_factory=dict)  # experiment -> user -> arm
     exposures: dict[str, dict[str, str]] = field(default_factory=dict)  # experiment -> user -> ed.
     experiments: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
 
     def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]:
-        known = self.assignments.get(experiment, {})
+        known = self.arms.get(experiment, {})
         return {u: known[u] for u in user_ids if u in known}
 
     def record_assignments(
         self, experiment: str, edition: str, pairs: Iterable[tuple[str, str]]
     ) -> int:
-        known = self.assignments.setdefault(experiment, {})
+        known = self.arms.setdefault(experiment, {})
         seen = self.exposures.setdefault(experiment, {})
         inserted = 0
         for user_id, arm in pairs:
@@ -157,15 +154,39 @@ class MemoryStore:
                 inserted += 1
         return inserted
 
-    def suppressed(self, emails: Iterable[str]) -> set[str]:
-        return {e for e in emails if e.strip().lower() in self.suppressions}
-
     def experiment_seed(self, experiment: str) -> str | None:
         found = self.experiments.get(experiment)
         return found[0] if found else None
 
     def record_experiment(self, experiment: str, seed: str, weights: Mapping[str, float]) -> None:
         self.experiments.setdefault(experiment, (seed, dict(weights)))
+
+
+@dataclass
+class MemorySuppressions:
+    """Suppressed addresses in memory (the ledger's `suppressions`, for tests)."""
+
+    emails: set[str] = field(default_factory=set)  # lowercased addresses
+
+    def suppressed(self, emails: Iterable[str]) -> set[str]:
+        return {e for e in emails if e.strip().lower() in self.emails}
+
+
+class NoEditions:
+    """An edition history with nothing mailed yet (the ledger's `editions`, for tests)."""
+
+    def last_sent_edition(self, campaign: str, before: str) -> None:
+        return None
+
+
+@dataclass
+class MemoryStore:
+    """The planner's store in memory, shaped like the ledger (one repository per concern):
+    for previews without a ledger, and for tests."""
+
+    assignments: MemoryAssignments = field(default_factory=MemoryAssignments)
+    suppressions: MemorySuppressions = field(default_factory=MemorySuppressions)
+    editions: NoEditions = field(default_factory=NoEditions)
 
 
 def check_experiment(store: SeedStore, experiment: Experiment, *, source: str = "") -> None:

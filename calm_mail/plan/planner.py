@@ -72,10 +72,36 @@ __all__ = [
 ]
 
 
-class PlannerStore(AssignmentStore, Protocol):
-    """What the planner needs from the ledger: sticky assignments and suppressions."""
+class ArmStore(AssignmentStore, SeedStore, Protocol):
+    """Sticky assignments and the experiment's seed (the ledger's `assignments`)."""
 
+
+class SuppressionLookup(Protocol):
     def suppressed(self, emails: Iterable[str]) -> set[str]: ...
+
+
+class SentEdition(Protocol):
+    @property
+    def edition(self) -> str: ...
+
+
+class EditionHistory(Protocol):
+    def last_sent_edition(self, campaign: str, before: str) -> SentEdition | None: ...
+
+
+class PlannerStore(Protocol):
+    """What the planner needs from the ledger, one repository per concern: sticky arms and
+    seeds, suppressions, and the campaign's last mailed edition (`store.Ledger` and
+    `assign.MemoryStore` have this shape)."""
+
+    @property
+    def assignments(self) -> ArmStore: ...
+
+    @property
+    def suppressions(self) -> SuppressionLookup: ...
+
+    @property
+    def editions(self) -> EditionHistory: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -410,7 +436,7 @@ def _plan_edition(
     record: bool,
 ) -> PlanResult:
     ed = edition if isinstance(edition, Edition) else Edition.parse(edition)
-    notes = _check_seed(store, campaign)
+    check_experiment(store.assignments, campaign.experiment, source=str(campaign.path))
     rules = load_campaign_rules(campaign)
     inputs = _read_tables(campaign, ed, shard)
     ctx = _context(campaign, ed, store, inputs, rules)
@@ -431,8 +457,8 @@ def _plan_edition(
     )
     if record:
         fresh = [(d.user_id, d.arm) for d in deliveries if d.user_id not in ctx.sticky]
-        store.record_assignments(campaign.experiment.name, ed.key, fresh)
-    warnings = notes + window_problems((d.send_at for d in deliveries if not d.is_holdout), now)
+        store.assignments.record_assignments(campaign.experiment.name, ed.key, fresh)
+    warnings = window_problems((d.send_at for d in deliveries if not d.is_holdout), now)
     if ctx.rules.guard_hits:
         warnings.append(
             f"the hard guards removed {ctx.rules.guard_hits} item(s) the rule file "
@@ -472,17 +498,6 @@ def _plan_edition(
     )
 
 
-def _check_seed(store: PlannerStore, campaign: Campaign) -> list[str]:
-    """Refuse a changed seed (see `check_experiment`); a store that cannot tell gets a note."""
-    if not isinstance(store, SeedStore):
-        return [
-            "the store does not remember experiment seeds, so a changed seed would go "
-            "unnoticed (the ledger needs experiment_seed/record_experiment)"
-        ]
-    check_experiment(store, campaign.experiment, source=str(campaign.path))
-    return []
-
-
 def _read_tables(campaign: Campaign, ed: Edition, shard: tuple[int, int] | None) -> _Inputs:
     from calm_mail.inputs import iter_audience, read_catalog
 
@@ -497,7 +512,7 @@ def _read_tables(campaign: Campaign, ed: Edition, shard: tuple[int, int] | None)
 def _shard_filter(shard: tuple[int, int] | None) -> Any:
     if shard is None:
         return lambda user_id: True
-    from calm_mail.store.ledger import shard_of  # the ledger's hash, so shards agree
+    from calm_mail.store import shard_of  # the ledger's hash, so shards agree
 
     k, n = shard
     return lambda user_id: shard_of(user_id, n) == k
@@ -513,11 +528,13 @@ def _context(
     probe = Eligibility(campaign, ed, now=edition_instant(ed), suppressed=frozenset())
     own = {u: probe.own_reason(user) for u, user in audience.items()}
     eligible = [u for u, reason in own.items() if reason is None]
-    suppressed = store.suppressed(audience[u].email for u in eligible)
+    suppressed = store.suppressions.suppressed(audience[u].email for u in eligible)
     sticky: dict[str, str] = {}
     for start in range(0, len(eligible), STICKY_CHUNK):
         sticky.update(
-            store.get_assignments(campaign.experiment.name, eligible[start : start + STICKY_CHUNK])
+            store.assignments.get_assignments(
+                campaign.experiment.name, eligible[start : start + STICKY_CHUNK]
+            )
         )
     editorial = read_editorial(
         campaign.input_path("editorial", ed), ed.key, known_items=inputs.catalog
@@ -539,10 +556,9 @@ def _context(
     return ctx
 
 
-def _last_sent(store: Any, campaign: Campaign, ed: Edition) -> date | None:
-    """The send date of the campaign's last edition that mailed anyone, when the store knows."""
-    lookup = getattr(store, "last_sent_edition", None)
-    info = lookup(campaign.name, ed.key) if lookup is not None else None
+def _last_sent(store: PlannerStore, campaign: Campaign, ed: Edition) -> date | None:
+    """The send date of the campaign's last edition that mailed anyone."""
+    info = store.editions.last_sent_edition(campaign.name, ed.key)
     return Edition.parse(info.edition).send_date if info is not None else None
 
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 from calm_mail.campaign import Campaign
 from calm_mail.compose.composer import Composer
 from calm_mail.compose.templates import TemplateSet, load_template_set
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, UsageError
-from calm_mail.plan.assign import check_experiment
+from calm_mail.plan.assign import MemoryStore, SeedStore, check_experiment
 from calm_mail.plan.eligibility import Eligibility
 from calm_mail.plan.planner import PlanContext, UserTrace, build_context, edition_instant, plan_user
 from calm_mail.plan.rules import RuleSet, load_campaign_rules
@@ -40,7 +40,7 @@ from calm_mail.records import (
     TraceStep,
     User,
 )
-from calm_mail.store.ledger import delivery_id_for
+from calm_mail.store import delivery_id_for
 
 
 class NoEmail(CalmMailError):
@@ -53,23 +53,36 @@ class UnknownUser(UsageError, LookupError):
     """The user id is not in the edition's audience file. Exit 2."""
 
 
-class PreviewStore(Protocol):
-    """What the preview reads from the ledger: sticky arms and suppressions. Pass it read-only
-    (`deliver.run.ReadOnlyAssignments`): a preview is not an exposure and records nothing."""
-
+class PreviewArms(SeedStore, Protocol):
     def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]: ...
 
+
+class PreviewSuppressions(Protocol):
     def suppressed(self, emails: Iterable[str]) -> set[str]: ...
 
 
-class EmptyStore:
-    """A ledger with nothing in it: no sticky arms, no suppressions (hash arms for all)."""
+class SentEdition(Protocol):
+    @property
+    def edition(self) -> str: ...
 
-    def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]:
-        return {}
 
-    def suppressed(self, emails: Iterable[str]) -> set[str]:
-        return set()
+class PreviewEditions(Protocol):
+    def last_sent_edition(self, campaign: str, before: str) -> SentEdition | None: ...
+
+
+class PreviewStore(Protocol):
+    """What the preview reads from the ledger: sticky arms (and the seed they were drawn
+    with), suppressions, the last mailed edition. Pass it read-only
+    (`deliver.run.ReadOnlyAssignments`): a preview is not an exposure and records nothing."""
+
+    @property
+    def assignments(self) -> PreviewArms: ...
+
+    @property
+    def suppressions(self) -> PreviewSuppressions: ...
+
+    @property
+    def editions(self) -> PreviewEditions: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,12 +171,12 @@ class EditionPreview:
 
         self.campaign = campaign
         self.edition = edition if isinstance(edition, Edition) else Edition.parse(edition)
-        self.store: PreviewStore = store or EmptyStore()
+        self.store: PreviewStore = store or MemoryStore()  # a ledger with nothing in it
         self.ledger_campaign = ledger_campaign or campaign.name
         self.skips = {name: SkipCounter() for name in ("catalog", "history")}
         ed = self.edition
-        if hasattr(self.store, "experiment_seed"):  # a ledger: refuse a changed seed as run does
-            check_experiment(cast(Any, self.store), campaign.experiment, source=str(campaign.path))
+        # Refuse a changed seed as run does.
+        check_experiment(self.store.assignments, campaign.experiment, source=str(campaign.path))
         self.catalog: dict[str, Item] = read_catalog(
             campaign.input_path("catalog", ed), skips=self.skips["catalog"]
         )
@@ -206,8 +219,10 @@ class EditionPreview:
             user=user,
             rec=self._find_recommendation(user_id),
             completed=self._completed(user_id),
-            sticky=self.store.get_assignments(self.campaign.experiment.name, [user_id]),
-            suppressed=frozenset(e.strip().lower() for e in self.store.suppressed([user.email])),
+            sticky=self.store.assignments.get_assignments(self.campaign.experiment.name, [user_id]),
+            suppressed=frozenset(
+                e.strip().lower() for e in self.store.suppressions.suppressed([user.email])
+            ),
         )
         return self._preview(facts, None, arms)
 
@@ -417,10 +432,9 @@ def _rolled_up(steps: Sequence[TraceStep]) -> dict[str, str]:
     return out
 
 
-def _last_sent(store: object, campaign: Campaign, ed: Edition) -> date | None:
-    """The send date of the campaign's last mailed edition, when the store knows it."""
-    lookup = getattr(store, "last_sent_edition", None)
-    info = lookup(campaign.name, ed.key) if lookup is not None else None
+def _last_sent(store: PreviewStore, campaign: Campaign, ed: Edition) -> date | None:
+    """The send date of the campaign's last mailed edition, if any."""
+    info = store.editions.last_sent_edition(campaign.name, ed.key)
     return Edition.parse(info.edition).send_date if info is not None else None
 
 

@@ -55,8 +55,8 @@ def test_passes_and_is_stored_with_the_edition(campaign: Campaign, tmp_path: Pat
         report = preflight(
             campaign, EDITION, ledger, now=FRIDAY, api_key="SG.x", api_host=sandbox.url
         )
-        info = ledger.get_edition("weekly_winddown", EDITION.key)
-        log = ledger.edition_log(info.edition_id)  # type: ignore[union-attr]
+        info = ledger.editions.get_edition("weekly_winddown", EDITION.key)
+        log = ledger.editions.edition_log(info.edition_id)  # type: ignore[union-attr]
     assert report.ok, report.text()
     assert [c.name for c in report.checks] == [
         "inputs",

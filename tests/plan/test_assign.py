@@ -91,17 +91,23 @@ def test_split_follows_the_weights() -> None:
 
 def test_store_keeps_the_first_arm() -> None:
     store = MemoryStore()
-    assert store.record_assignments("e", "2026-W47", [("u1", "a"), ("u2", "b")]) == 2
-    assert store.record_assignments("e", "2026-W48", [("u1", "b"), ("u3", "a")]) == 1
-    assert store.get_assignments("e", ["u1", "u2", "u3", "u4"]) == {"u1": "a", "u2": "b", "u3": "a"}
-    assert store.get_assignments("other", ["u1"]) == {}
+    assert store.assignments.record_assignments("e", "2026-W47", [("u1", "a"), ("u2", "b")]) == 2
+    assert store.assignments.record_assignments("e", "2026-W48", [("u1", "b"), ("u3", "a")]) == 1
+    assert store.assignments.get_assignments("e", ["u1", "u2", "u3", "u4"]) == {
+        "u1": "a",
+        "u2": "b",
+        "u3": "a",
+    }
+    assert store.assignments.get_assignments("other", ["u1"]) == {}
 
 
 def test_a_changed_seed_is_refused_unless_the_name_changes() -> None:
     store = MemoryStore()
-    check_experiment(store, experiment((50, 50), seed="s1"))
-    check_experiment(store, experiment((60, 40), seed="s1"))  # new weights: allowed, sticky
+    check_experiment(store.assignments, experiment((50, 50), seed="s1"))
+    check_experiment(
+        store.assignments, experiment((60, 40), seed="s1")
+    )  # new weights: allowed, sticky
     with pytest.raises(ConfigError, match=r"experiment.seed: .*'s1'.*new name"):
-        check_experiment(store, experiment((50, 50), seed="s2"), source="c.toml")
-    check_experiment(store, experiment((50, 50), seed="s2", name="exp-v2"))
-    assert store.experiment_seed("exp-v2") == "s2"
+        check_experiment(store.assignments, experiment((50, 50), seed="s2"), source="c.toml")
+    check_experiment(store.assignments, experiment((50, 50), seed="s2", name="exp-v2"))
+    assert store.assignments.experiment_seed("exp-v2") == "s2"

@@ -271,7 +271,9 @@ def test_assignments_are_recorded_and_sticky_when_weights_change(root: Path) -> 
     store = MemoryStore()
     camp = e2e(root)
     first = plan_edition(camp, EDITION, store=store, now=NOW)
-    recorded = store.get_assignments(camp.experiment.name, [d.user_id for d in first.deliveries])
+    recorded = store.assignments.get_assignments(
+        camp.experiment.name, [d.user_id for d in first.deliveries]
+    )
     assert recorded == {d.user_id: d.arm for d in first.deliveries}
     heavy = [
         {"name": "control", "weight": 99, "source": "editorial"},
@@ -285,7 +287,7 @@ def test_assignments_are_recorded_and_sticky_when_weights_change(root: Path) -> 
         plan_edition(reseeded, EDITION, store=store, now=NOW)
     dry = MemoryStore()
     plan_edition(camp, EDITION, store=dry, now=NOW, record=False)
-    assert dry.assignments.get(camp.experiment.name, {}) == {}
+    assert dry.assignments.arms.get(camp.experiment.name, {}) == {}
 
 
 def test_shards_partition_the_plan(root: Path) -> None:
@@ -320,11 +322,11 @@ def test_bad_personalize_output_stops_the_plan(root: Path) -> None:
 
 def test_plan_against_the_real_ledger(root: Path, ledger: Ledger) -> None:
     camp = e2e(root)
-    ledger.add_suppressions([("u002@example.com", "bounce", "test")])
+    ledger.suppressions.add_suppressions([("u002@example.com", "bounce", "test")])
     first = plan_edition(camp, EDITION, store=ledger, now=NOW)
     assert "u002" in {x.user_id for x in first.exclusions if x.reason == "suppressed"}
     ids = [d.user_id for d in first.deliveries]
-    assert ledger.get_assignments(camp.experiment.name, ids) == {
+    assert ledger.assignments.get_assignments(camp.experiment.name, ids) == {
         d.user_id: d.arm for d in first.deliveries
     }
     again = plan_edition(camp, EDITION, store=ledger, now=NOW)

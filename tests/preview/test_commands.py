@@ -252,7 +252,7 @@ def test_a_changed_seed_is_refused_as_the_real_send_refuses_it(
 ) -> None:
     experiment = campaign.experiment
     with Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
-        ledger.record_experiment(experiment.name, "an-older-seed", experiment.weights)
+        ledger.assignments.record_experiment(experiment.name, "an-older-seed", experiment.weights)
     result = cli(*PREVIEW, "--persona", "beginner")
     assert result.exit_code == 2
     assert "already ran with seed 'an-older-seed'" in result.stderr

@@ -46,7 +46,7 @@ def claim_until_empty(url: str, edition_id: int, worker: str, limit: int) -> lis
     """Claim in a loop until nothing is left; the delivery ids this worker got."""
     got: list[str] = []
     with Ledger.connect(url) as ledger:
-        while rows := ledger.claim(edition_id, worker=worker, limit=limit):
+        while rows := ledger.deliveries.claim(edition_id, worker=worker, limit=limit):
             got.extend(row.delivery_id for row in rows)
     return got
 
@@ -57,7 +57,7 @@ def process_claimer(url: str, edition_id: int, limit: int, barrier: Any, out: An
     with Ledger.connect(url) as ledger:
         barrier.wait(timeout=60)
         got: list[str] = []
-        while rows := ledger.claim(edition_id, worker=worker, limit=limit):
+        while rows := ledger.deliveries.claim(edition_id, worker=worker, limit=limit):
             got.extend(row.delivery_id for row in rows)
     out.put((worker, got))
 
@@ -65,7 +65,7 @@ def process_claimer(url: str, edition_id: int, limit: int, barrier: Any, out: An
 def crash_holding_lock(url: str, name: str, ttl_s: float) -> None:
     """A spawned process that takes a lease and dies without releasing it."""
     ledger = Ledger.connect(url)
-    if not ledger.acquire_lock(name, "crashed-holder", ttl_s):
+    if not ledger.locks.acquire_lock(name, "crashed-holder", ttl_s):
         os._exit(3)
     os._exit(0)  # no release, no close: like kill -9
 
@@ -73,5 +73,5 @@ def crash_holding_lock(url: str, name: str, ttl_s: float) -> None:
 def crash_in_session_lock(url: str, name: str, ttl_s: float) -> None:
     """A spawned process that dies inside `session_lock`."""
     ledger = Ledger.connect(url)
-    with ledger.session_lock(name, "crashed-holder", ttl_s) as got:
+    with ledger.locks.session_lock(name, "crashed-holder", ttl_s) as got:
         os._exit(0 if got else 3)

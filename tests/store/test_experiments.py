@@ -12,10 +12,10 @@ from calm_mail.plan.assign import check_experiment
 
 
 def test_first_seed_wins(ledger: Any) -> None:
-    assert ledger.experiment_seed("exp") is None
-    ledger.record_experiment("exp", "seed-1", {"a": 0.5, "b": 0.5})
-    ledger.record_experiment("exp", "seed-2", {"a": 0.9, "b": 0.1})
-    assert ledger.experiment_seed("exp") == "seed-1"
+    assert ledger.assignments.experiment_seed("exp") is None
+    ledger.assignments.record_experiment("exp", "seed-1", {"a": 0.5, "b": 0.5})
+    ledger.assignments.record_experiment("exp", "seed-2", {"a": 0.9, "b": 0.1})
+    assert ledger.assignments.experiment_seed("exp") == "seed-1"
 
 
 def test_planner_refuses_a_changed_seed_for_the_same_experiment(ledger: Any) -> None:
@@ -25,7 +25,7 @@ def test_planner_refuses_a_changed_seed_for_the_same_experiment(ledger: Any) -> 
     ]
     first = Experiment.model_validate({"name": "exp", "seed": "s1", "arms": arms})
     changed = Experiment.model_validate({"name": "exp", "seed": "s2", "arms": arms})
-    check_experiment(ledger, first)
-    check_experiment(ledger, first)  # same seed again: fine
+    check_experiment(ledger.assignments, first)
+    check_experiment(ledger.assignments, first)  # same seed again: fine
     with pytest.raises(ConfigError, match="seed"):
-        check_experiment(ledger, changed)
+        check_experiment(ledger.assignments, changed)

@@ -9,18 +9,18 @@ from datetime import timedelta
 import pytest
 
 from calm_mail.errors import LockHeld
-from calm_mail.ops.lock import edition_lock, lock_name
 from calm_mail.store import Ledger
+from calm_mail.store.locks import edition_lock, lock_name
 
 
 def test_a_second_holder_is_refused_with_the_holders_name(ledger: Ledger) -> None:
-    with edition_lock(ledger, "weekly", "2026-W48", holder="sched-a:1") as lease:
+    with edition_lock(ledger.locks, "weekly", "2026-W48", holder="sched-a:1") as lease:
         assert lease.holder == "sched-a:1"
         errors: list[BaseException] = []
 
         def other() -> None:
             try:
-                with edition_lock(ledger, "weekly", "2026-W48", holder="sched-b:2"):
+                with edition_lock(ledger.locks, "weekly", "2026-W48", holder="sched-b:2"):
                     pass
             except LockHeld as exc:
                 errors.append(exc)
@@ -31,66 +31,66 @@ def test_a_second_holder_is_refused_with_the_holders_name(ledger: Ledger) -> Non
         assert len(errors) == 1
         assert "sched-a:1" in str(errors[0]) and "weekly 2026-W48" in str(errors[0])
         assert errors[0].exit_code == 3
-    assert ledger.lock_holder(lock_name("weekly", "2026-W48")) is None
+    assert ledger.locks.lock_holder(lock_name("weekly", "2026-W48")) is None
 
 
 def test_other_editions_are_not_blocked(ledger: Ledger) -> None:
     with (
-        edition_lock(ledger, "weekly", "2026-W48", holder="a"),
-        edition_lock(ledger, "weekly", "2026-W49", holder="b"),
+        edition_lock(ledger.locks, "weekly", "2026-W48", holder="a"),
+        edition_lock(ledger.locks, "weekly", "2026-W49", holder="b"),
     ):
-        assert ledger.lock_holder(lock_name("weekly", "2026-W49"))[0] == "b"  # type: ignore[index]
+        assert ledger.locks.lock_holder(lock_name("weekly", "2026-W49"))[0] == "b"  # type: ignore[index]
 
 
 def test_reentrant_in_the_same_thread(ledger: Ledger) -> None:
-    with edition_lock(ledger, "weekly", "2026-W48") as outer:
-        with edition_lock(ledger, "weekly", "2026-W48") as inner:
+    with edition_lock(ledger.locks, "weekly", "2026-W48") as outer:
+        with edition_lock(ledger.locks, "weekly", "2026-W48") as inner:
             assert inner is outer
         # leaving the inner block keeps the lock
-        assert ledger.lock_holder(outer.name)[0] == outer.holder  # type: ignore[index]
-    assert ledger.lock_holder(outer.name) is None
+        assert ledger.locks.lock_holder(outer.name)[0] == outer.holder  # type: ignore[index]
+    assert ledger.locks.lock_holder(outer.name) is None
 
 
 def test_a_crashed_holders_lease_expires(ledger: Ledger) -> None:
-    start = ledger.clock()
+    start = ledger.db.clock()
     now = [start]
-    ledger.clock = lambda: now[0]
+    ledger.db.clock = lambda: now[0]
     # A holder that crashed: it took the lease and never renewed or released it.
-    assert ledger.acquire_lock(lock_name("weekly", "2026-W48"), "dead-host:4242:job", 60)
+    assert ledger.locks.acquire_lock(lock_name("weekly", "2026-W48"), "dead-host:4242:job", 60)
     if ledger.dialect == "postgresql":
         # Every live holder also holds the edition's advisory lock, which the server frees when
         # its session dies: getting it proves the lease's holder is gone. Taken over at once.
-        with edition_lock(ledger, "weekly", "2026-W48", holder="new") as lease:
-            assert ledger.lock_holder(lease.name)[0] == "new"  # type: ignore[index]
+        with edition_lock(ledger.locks, "weekly", "2026-W48", holder="new") as lease:
+            assert ledger.locks.lock_holder(lease.name)[0] == "new"  # type: ignore[index]
         return
     with (
         pytest.raises(LockHeld, match="dead-host:4242"),
-        edition_lock(ledger, "weekly", "2026-W48", holder="new"),
+        edition_lock(ledger.locks, "weekly", "2026-W48", holder="new"),
     ):
         pass
     now[0] = start + timedelta(seconds=61)
-    with edition_lock(ledger, "weekly", "2026-W48", holder="new") as lease:
-        assert ledger.lock_holder(lease.name)[0] == "new"  # type: ignore[index]
+    with edition_lock(ledger.locks, "weekly", "2026-W48", holder="new") as lease:
+        assert ledger.locks.lock_holder(lease.name)[0] == "new"  # type: ignore[index]
 
 
 def test_the_heartbeat_keeps_the_lease_alive(ledger: Ledger) -> None:
-    with edition_lock(ledger, "weekly", "2026-W48", holder="a", ttl_s=0.3) as lease:
+    with edition_lock(ledger.locks, "weekly", "2026-W48", holder="a", ttl_s=0.3) as lease:
         time.sleep(0.6)  # two lease lengths: only renewals keep it ours
-        assert not ledger.acquire_lock(lease.name, "b", 0.3)
+        assert not ledger.locks.acquire_lock(lease.name, "b", 0.3)
         assert not lease.lost.is_set()
 
 
 def test_a_lost_lease_is_reported(ledger: Ledger) -> None:
     lost = threading.Event()
     with edition_lock(
-        ledger, "weekly", "2026-W48", holder="a", ttl_s=0.3, on_lost=lost.set
+        ledger.locks, "weekly", "2026-W48", holder="a", ttl_s=0.3, on_lost=lost.set
     ) as lease:
-        ledger.release_lock(lease.name, "a")
-        assert ledger.acquire_lock(lease.name, "thief", 60)
+        ledger.locks.release_lock(lease.name, "a")
+        assert ledger.locks.acquire_lock(lease.name, "thief", 60)
         assert lost.wait(2.0)
         assert lease.lost.is_set()
     # leaving the block must not release the thief's lease
-    assert ledger.lock_holder(lease.name)[0] == "thief"  # type: ignore[index]
+    assert ledger.locks.lock_holder(lease.name)[0] == "thief"  # type: ignore[index]
 
 
 def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
@@ -98,7 +98,7 @@ def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
         pytest.skip("PostgreSQL only: the session advisory lock")
     import sqlalchemy as sa
 
-    from calm_mail.ops.lock import advisory_key
+    from calm_mail.store.locks import advisory_key
 
     key = advisory_key(lock_name("weekly", "2026-W48"))
     crashed = ledger.engine.connect()  # a holder's session, no lease row at all
@@ -106,7 +106,7 @@ def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
     crashed.commit()
     with (
         pytest.raises(LockHeld, match="weekly 2026-W48"),
-        edition_lock(ledger, "weekly", "2026-W48", holder="new"),
+        edition_lock(ledger.locks, "weekly", "2026-W48", holder="new"),
     ):
         pass
     crashed.invalidate()  # the session dies: PostgreSQL drops its advisory locks
@@ -115,7 +115,7 @@ def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
     deadline = time.monotonic() + 5
     while True:
         try:
-            with edition_lock(ledger, "weekly", "2026-W48", holder="new") as lease:
+            with edition_lock(ledger.locks, "weekly", "2026-W48", holder="new") as lease:
                 assert lease.holder == "new"
             break
         except LockHeld:
@@ -125,9 +125,9 @@ def test_postgres_advisory_lock_dies_with_its_session(ledger: Ledger) -> None:
 
 def test_another_holder_in_the_same_thread_is_refused(ledger: Ledger) -> None:
     with (
-        edition_lock(ledger, "weekly", "2026-W48", holder="a"),
+        edition_lock(ledger.locks, "weekly", "2026-W48", holder="a"),
         pytest.raises(LockHeld, match="by a "),
-        edition_lock(ledger, "weekly", "2026-W48", holder="b"),
+        edition_lock(ledger.locks, "weekly", "2026-W48", holder="b"),
     ):
         pass
 
@@ -144,11 +144,11 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(ledger: Le
         check=True,
     )
     dead = f"{socket.gethostname()}:{gone.stdout.strip()}:MainThread"
-    assert ledger.acquire_lock(lock_name("weekly", "2026-W48"), dead, 600)
-    with edition_lock(ledger, "weekly", "2026-W48", holder="resumer") as lease:
-        assert ledger.lock_holder(lease.name)[0] == "resumer"  # type: ignore[index]
+    assert ledger.locks.acquire_lock(lock_name("weekly", "2026-W48"), dead, 600)
+    with edition_lock(ledger.locks, "weekly", "2026-W48", holder="resumer") as lease:
+        assert ledger.locks.lock_holder(lease.name)[0] == "resumer"  # type: ignore[index]
     alive = f"{socket.gethostname()}:1:MainThread"  # pid 1 is alive: never taken over
-    assert ledger.acquire_lock(lock_name("weekly", "2026-W49"), alive, 600)
+    assert ledger.locks.acquire_lock(lock_name("weekly", "2026-W49"), alive, 600)
     if ledger.dialect != "postgresql":
-        with pytest.raises(LockHeld), edition_lock(ledger, "weekly", "2026-W49", holder="x"):
+        with pytest.raises(LockHeld), edition_lock(ledger.locks, "weekly", "2026-W49", holder="x"):
             pass
