@@ -13,7 +13,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +21,9 @@ from calm_mail.campaign import load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
 from calm_mail.preview.personas import PERSONAS
+
+if TYPE_CHECKING:
+    from calm_mail.preview.preview import PreviewStore
 
 DEFAULT_COMMAND = "show"
 
@@ -56,7 +59,7 @@ def _edition(value: str | None) -> Edition:
 
 
 @contextlib.contextmanager
-def _store(root: Path) -> Iterator[Any]:
+def _store(root: Path) -> Iterator[PreviewStore]:
     """The ledger, read only: sticky arms and suppressions as the real send sees them."""
     from calm_mail.deliver.run import ReadOnlyAssignments
     from calm_mail.store import Ledger

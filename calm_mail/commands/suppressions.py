@@ -16,7 +16,7 @@ import click
 from calm_mail.campaign import project_root
 from calm_mail.errors import InputError
 from calm_mail.records import SkipCounter
-from calm_mail.store.ledger import Ledger
+from calm_mail.store import Ledger
 
 REASON_MAX = 64
 

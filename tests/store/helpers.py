@@ -6,9 +6,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from calm_mail.records import ContentSource, PlannedDelivery
+from calm_mail.records import ContentSource, Event, EventType, PlannedDelivery
 from calm_mail.store import Ledger
 
+CAMPAIGN = "weekly_winddown"
 EDITION = "2026-W48"
 SEND_AT = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
@@ -40,6 +41,32 @@ def planned(
 def plan(n: int, *, prefix: str = "u", edition: str = EDITION) -> list[PlannedDelivery]:
     arms = ("control", "personalized")
     return [planned(f"{prefix}{i}", edition=edition, arm=arms[i % 2]) for i in range(n)]
+
+
+def edition_id(ledger: Ledger, edition: str = EDITION) -> int:
+    return ledger.editions.ensure_edition(CAMPAIGN, edition, experiment="exp").edition_id
+
+
+def event(
+    event_id: str,
+    *,
+    delivery_id: str | None = "d1",
+    kind: EventType = EventType.DELIVERED,
+    edition: str = EDITION,
+    at: datetime = SEND_AT,
+) -> Event:
+    return Event(
+        event_id=event_id,
+        event_type=kind,
+        email="a@example.com",
+        occurred_at=at,
+        delivery_id=delivery_id,
+        campaign=CAMPAIGN,
+        edition=edition,
+        arm="control",
+        message_id="m1",
+        raw='{"event":"x"}',
+    )
 
 
 def claim_until_empty(url: str, edition_id: int, worker: str, limit: int) -> list[str]:

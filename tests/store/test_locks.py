@@ -1,10 +1,11 @@
-"""The edition lock on the real ledger (SQLite, and PostgreSQL when configured)."""
+"""The `locks` repository contract and the edition lock built on it, on SQLite and PostgreSQL
+(see conftest)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -152,3 +153,32 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(ledger: Le
     if ledger.dialect != "postgresql":
         with pytest.raises(LockHeld), edition_lock(ledger.locks, "weekly", "2026-W49", holder="x"):
             pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_lock_lease_is_exclusive_renewable_and_expires(ledger: Ledger) -> None:
+    clock = Clock()
+    ledger.db.clock = clock
+    assert ledger.locks.acquire_lock("edition:w48", "a", ttl_s=60)
+    assert ledger.locks.acquire_lock("edition:w48", "a", ttl_s=60)  # re-entrant for its holder
+    assert not ledger.locks.acquire_lock("edition:w48", "b", ttl_s=60)
+    assert ledger.locks.acquire_lock("edition:w49", "b", ttl_s=60)  # other names are independent
+    clock.now += timedelta(seconds=50)
+    assert ledger.locks.renew_lock("edition:w48", "a", ttl_s=60)
+    clock.now += timedelta(seconds=50)
+    assert not ledger.locks.acquire_lock("edition:w48", "b", ttl_s=60)  # renewed: still held
+    clock.now += timedelta(seconds=11)  # a crashed "a" stops renewing: the lease runs out
+    assert ledger.locks.acquire_lock("edition:w48", "b", ttl_s=60)
+    assert not ledger.locks.renew_lock("edition:w48", "a", ttl_s=60)
+    ledger.locks.release_lock("edition:w48", "a")  # not the holder: no effect
+    assert ledger.locks.lock_holder("edition:w48") == ("b", clock.now + timedelta(seconds=60))
+    ledger.locks.release_lock("edition:w48", "b")
+    assert ledger.locks.lock_holder("edition:w48") is None
+    assert ledger.locks.acquire_lock("edition:w48", "a", ttl_s=60)
