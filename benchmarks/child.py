@@ -62,7 +62,7 @@ def _plan(root: str, folder: str, edition: str) -> dict[str, Any]:
     campaign = bench_campaign(Path(root), Path(folder))
     ed = Edition.parse(edition)
     now = datetime.combine(ed.send_date, datetime.min.time(), UTC) - timedelta(days=1)
-    result = plan_edition(campaign, ed, store=MemoryStore(), now=now, record=False)
+    result = plan_edition(campaign, ed, store=MemoryStore(), now=now)
     return {
         "audience": result.summary.audience,
         "deliveries": len(result.deliveries),

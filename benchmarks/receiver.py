@@ -160,7 +160,7 @@ def run_receiver(ctx: BenchContext) -> Section:
         title=f"Event Webhook receiver - {n:,} events in batches of {batch}",
         method="wall time (time.perf_counter): signed batches posted over one keep-alive "
         "connection to `calm-mail events serve` in its own process; baseline: "
-        "Ledger.add_events of rows of the same shape in this process",
+        "ledger.events.add_events of rows of the same shape in this process",
     )
     ctx.say(f"receiver: SQLite, {n:,} events")
     with throwaway_sqlite() as url:

@@ -161,7 +161,7 @@ def import_completions_command(ctx: click.Context, path: str) -> None:
     """Load completions from PATH: a CSV, Parquet or JSON Lines file, or a prefix of many;
     local or s3://. Columns: user id, content id, completed_at (UTC). Idempotent."""
     with _ledger(ctx) as ledger:
-        result = import_completions(ledger, path)
+        result = import_completions(ledger.completions, path)
     click.echo(
         f"{path}: {result.read} row(s) read, {result.imported} imported, "
         f"{result.already_present} already present, {result.skips.skipped} bad"

@@ -19,7 +19,6 @@ import click
 from calm_mail.campaign import load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
-from calm_mail.ops.pipeline import ReadOnlyAssignments
 from calm_mail.preview.personas import PERSONAS
 from calm_mail.store import Ledger
 
@@ -57,10 +56,11 @@ def _edition(value: str | None) -> Edition:
 
 
 @contextlib.contextmanager
-def _store(root: Path) -> Iterator[ReadOnlyAssignments]:
-    """The ledger, read only: sticky arms and suppressions as the real send sees them."""
+def _store(root: Path) -> Iterator[Ledger]:
+    """The ledger: sticky arms and suppressions as the real send sees them (a preview reads,
+    never records)."""
     with Ledger.connect(None, root=root) as ledger:
-        yield ReadOnlyAssignments(ledger)
+        yield ledger
 
 
 @click.group(

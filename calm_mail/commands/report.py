@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import click
 
@@ -12,8 +13,18 @@ from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
 
 
+class _Listed(Protocol):
+    @property
+    def edition(self) -> str: ...
+
+    @property
+    def experiment(self) -> str: ...
+
+
 class _EditionLister(Protocol):
-    def list_editions(self, campaign: str) -> list[Any]: ...
+    """The ledger's `editions`, as far as choosing the report's editions goes."""
+
+    def list_editions(self, campaign: str) -> Sequence[_Listed]: ...
 
 
 @click.command("report")
@@ -59,7 +70,7 @@ def report(
     config = load_campaign(campaign, root)
     settings = AttributionConfig(window_hours=window_hours)
     with Ledger.connect(None, root=project_root(root)) as ledger:
-        editions = _editions(ledger, config, edition, experiment)
+        editions = _editions(ledger.editions, config, edition, experiment)
         frames = load_frames(ledger, config.name, editions, settings)
     notes = []
     if experiment is not None and experiment != config.experiment.name:
@@ -85,12 +96,12 @@ def report(
 
 
 def _editions(
-    ledger: _EditionLister, campaign: Campaign, edition: str | None, experiment: str | None
+    editions: _EditionLister, campaign: Campaign, edition: str | None, experiment: str | None
 ) -> list[str]:
     """The edition keys to read: the one given, or every edition of the named experiment."""
     if edition is not None:
         return [Edition.parse(edition).key]
-    listed = ledger.list_editions(campaign.name)
+    listed = editions.list_editions(campaign.name)
     keys = sorted(info.edition for info in listed if info.experiment == experiment)
     if not keys:
         known = sorted({info.experiment for info in listed})

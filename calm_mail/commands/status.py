@@ -31,15 +31,15 @@ def status(
     camp = open_campaign(ctx, campaign)
     name = camp.name + (DRY_SUFFIX if dry_run else "")
     with open_ledger(ctx) as ledger:
-        info = ledger.get_edition(name, edition.key)
+        info = ledger.editions.get_edition(name, edition.key)
         if info is None:
             raise UsageError(
                 f"{name} {edition}: no such edition in the ledger "
                 f"({ledger.url_for_display}); run it first"
             )
-        counts = ledger.counts(info.edition_id)
-        failures = ledger.failure_reasons(info.edition_id)
-        log = ledger.edition_log(info.edition_id)
+        counts = ledger.deliveries.counts(info.edition_id)
+        failures = ledger.deliveries.failure_reasons(info.edition_id)
+        log = ledger.editions.edition_log(info.edition_id)
     if as_json:
         click.echo(
             orjson.dumps(
@@ -91,7 +91,8 @@ def cancel(ctx: click.Context, campaign: str, edition: Edition, action: str) -> 
             change_edition(
                 camp,
                 edition,
-                ledger,
+                ledger.editions,
+                ledger.deliveries,
                 action,
                 api_key=os.environ.get("SENDGRID_API_KEY"),
                 api_host=os.environ.get("SENDGRID_API_HOST") or "https://api.sendgrid.com",
@@ -110,8 +111,8 @@ def history(ctx: click.Context, campaign: str, as_json: bool) -> None:
     camp = open_campaign(ctx, campaign)
     rows = []
     with open_ledger(ctx) as ledger:
-        for info in ledger.list_editions(camp.name):
-            counts = ledger.counts(info.edition_id)
+        for info in ledger.editions.list_editions(camp.name):
+            counts = ledger.deliveries.counts(info.edition_id)
             rows.append(
                 {
                     "edition": info.edition,

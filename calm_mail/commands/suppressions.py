@@ -16,7 +16,7 @@ import click
 from calm_mail.campaign import project_root
 from calm_mail.errors import InputError
 from calm_mail.records import SkipCounter
-from calm_mail.store.ledger import Ledger
+from calm_mail.store import Ledger
 
 REASON_MAX = 64
 
@@ -93,7 +93,7 @@ def import_(ctx: click.Context, file: Path, reason: str, source: str | None) -> 
     """Import a CSV with an 'email' column (and optionally 'reason'). Idempotent."""
     skips = SkipCounter()
     with _ledger(ctx) as ledger:
-        added = ledger.add_suppressions(
+        added = ledger.suppressions.add_suppressions(
             read_suppression_csv(file, reason=reason, source=source or file.name, skips=skips)
         )
     good = skips.total - skips.skipped
@@ -112,7 +112,7 @@ def import_(ctx: click.Context, file: Path, reason: str, source: str | None) -> 
 def list_(ctx: click.Context, limit: int) -> None:
     """Show the newest suppressions."""
     with _ledger(ctx) as ledger:
-        rows = ledger.list_suppressions(limit)
+        rows = ledger.suppressions.list_suppressions(limit)
     if not rows:
         click.echo("no suppressions")
         return
@@ -128,8 +128,8 @@ def list_(ctx: click.Context, limit: int) -> None:
 def remove(ctx: click.Context, email: str, reason: str) -> None:
     """Lift one suppression of an address (e.g. a temporary block), keeping the others."""
     with _ledger(ctx) as ledger:
-        before = {(s.email, s.reason) for s in ledger.list_suppressions()}
-        ledger.remove_suppression(email, reason)
+        before = {(s.email, s.reason) for s in ledger.suppressions.list_suppressions()}
+        ledger.suppressions.remove_suppression(email, reason)
         left = sorted(r for (e, r) in before if e == email.strip().lower() and r != reason)
     click.echo(
         f"{email}: {reason} lifted" + (f"; still suppressed for {', '.join(left)}" if left else "")

@@ -8,8 +8,9 @@ still go out. Senders check the edition's state before each chunk and stop claim
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from calm_mail.campaign import Campaign
 from calm_mail.deliver.sendgrid import SendGridTransport
@@ -20,10 +21,49 @@ from calm_mail.records import DeliveryState
 CUT_OFF = timedelta(minutes=10)
 
 
-def _split_by_cut_off(ledger: Any, edition_id: int, now: datetime) -> tuple[int, int]:
+class EditionRow(Protocol):
+    """What changing an edition reads of its row (store.EditionInfo); read-only."""
+
+    @property
+    def edition_id(self) -> int: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def batch_id(self) -> str | None: ...
+
+
+class Editions(Protocol):
+    """The edition's row and audit log (the ledger's `editions`)."""
+
+    def get_edition(self, campaign: str, edition: str) -> EditionRow | None: ...
+    def update_edition(
+        self, edition_id: int, *, state: str | None = ..., scheduled_status: str | None = ...
+    ) -> None: ...
+    def log_action(
+        self, edition_id: int, action: str, detail: dict[str, Any] | None = ...
+    ) -> None: ...
+
+
+class SentRow(Protocol):
+    @property
+    def send_at(self) -> datetime: ...
+
+
+class Deliveries(Protocol):
+    """The edition's sent rows and counts (the ledger's `deliveries`)."""
+
+    def iter_deliveries(
+        self, edition_id: int, *, state: DeliveryState | None = ...
+    ) -> Iterator[SentRow]: ...
+    def counts(self, edition_id: int) -> dict[tuple[str, str], int]: ...
+
+
+def _split_by_cut_off(deliveries: Deliveries, edition_id: int, now: datetime) -> tuple[int, int]:
     """(sent messages still ahead of the cut-off, sent messages inside it or gone)."""
     ahead = inside = 0
-    for row in ledger.iter_deliveries(edition_id, state=DeliveryState.SENT):
+    for row in deliveries.iter_deliveries(edition_id, state=DeliveryState.SENT):
         if row.send_at - now >= CUT_OFF:
             ahead += 1
         else:
@@ -34,14 +74,15 @@ def _split_by_cut_off(ledger: Any, edition_id: int, now: datetime) -> tuple[int,
 async def change_edition(
     campaign: Campaign,
     edition: Edition,
-    ledger: Any,
+    editions: Editions,
+    deliveries: Deliveries,
     action: str,
     *,
     api_key: str | None,
     api_host: str,
     now: datetime,
 ) -> str:
-    info = ledger.get_edition(campaign.name, edition.key)
+    info = editions.get_edition(campaign.name, edition.key)
     if info is None:
         raise UsageError(f"{campaign.name} {edition}: no such edition in the ledger")
     target = {"cancel": "cancelled", "pause": "paused", "resume": "sending"}[action]
@@ -49,7 +90,7 @@ async def change_edition(
         raise UsageError(f"{campaign.name} {edition}: already cancelled; a cancel is final")
     if action == "resume" and info.state != "paused":
         raise UsageError(f"{campaign.name} {edition}: not paused (state {info.state})")
-    ahead, inside = _split_by_cut_off(ledger, info.edition_id, now)
+    ahead, inside = _split_by_cut_off(deliveries, info.edition_id, now)
     if action != "resume" and info.batch_id and ahead == 0 and inside > 0:
         raise UsageError(
             f"{campaign.name} {edition}: too late to {action}: all {inside} sent messages go out "
@@ -63,14 +104,14 @@ async def change_edition(
             await transport.scheduled_send(info.batch_id, None if action == "resume" else action)  # type: ignore[arg-type]
         finally:
             await transport.aclose()
-    ledger.update_edition(
+    editions.update_edition(
         info.edition_id, state=target, scheduled_status=None if action == "resume" else action
     )
-    ledger.log_action(
+    editions.log_action(
         info.edition_id, action, {"ahead": ahead, "inside_cut_off": inside, "at": now.isoformat()}
     )
     unsent = sum(
-        n for (s, _), n in ledger.counts(info.edition_id).items() if s in ("planned", "claimed")
+        n for (s, _), n in deliveries.counts(info.edition_id).items() if s in ("planned", "claimed")
     )
     lines = [f"{campaign.name} {edition}: {target}."]
     if info.batch_id and action != "resume":

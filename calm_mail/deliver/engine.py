@@ -71,14 +71,20 @@ class Row(Protocol):
     def timezone(self) -> str: ...
 
 
-class DeliveryLedger(Protocol):
+class Deliveries(Protocol):
+    """What the engine does to delivery rows (the ledger's `deliveries`)."""
+
     def claim(
         self, edition_id: int, *, worker: str, limit: int, shard: tuple[int, int] | None = None
     ) -> Sequence[Row]: ...
-    def mark_sent(self, delivery_id: str, *, message_id: str | None) -> object: ...
     def mark_sent_many(self, sent: Sequence[tuple[str, str | None]]) -> int: ...
     def mark_failed(self, delivery_id: str, *, error: str, retriable: bool) -> object: ...
     def release_claims(self, delivery_ids: Sequence[str]) -> object: ...
+
+
+class EditionStates(Protocol):
+    """Where the engine reads whether the edition was paused or cancelled (`editions`)."""
+
     def get_edition_state(self, edition_id: int) -> str | None: ...
 
 
@@ -158,7 +164,8 @@ class Engine:
 
     def __init__(
         self,
-        ledger: DeliveryLedger,
+        deliveries: Deliveries,
+        editions: EditionStates,
         composer: Composer,
         transport: Transport,
         *,
@@ -168,7 +175,8 @@ class Engine:
         config: EngineConfig,
         on_progress: Callable[[SendTally, int], None] | None = None,
     ):
-        self.ledger = ledger
+        self.deliveries = deliveries
+        self.editions = editions
         self.composer = composer
         self.transport = transport
         self.edition_id = edition_id
@@ -202,13 +210,13 @@ class Engine:
         recorder = _Recorder(self)
         tasks: set[asyncio.Task[None]] = set()
         while self._stop is None and (remaining is None or remaining > 0):
-            state = await asyncio.to_thread(self.ledger.get_edition_state, self.edition_id)
+            state = await asyncio.to_thread(self.editions.get_edition_state, self.edition_id)
             if state in ("cancelled", "paused"):
                 self.stop(f"edition {state}")
                 break
             size = chunk if remaining is None else min(chunk, remaining)
             rows = await asyncio.to_thread(
-                self.ledger.claim,
+                self.deliveries.claim,
                 self.edition_id,
                 worker=self.config.worker,
                 limit=size,
@@ -318,12 +326,14 @@ class Engine:
                 sent.append((row.delivery_id, outcome.detail))
                 self.tally.sent[row.arm] += 1
             elif outcome.kind == "failed":
-                self.ledger.mark_failed(
+                self.deliveries.mark_failed(
                     row.delivery_id, error=outcome.detail or "", retriable=False
                 )
                 self.tally.failed[_reason(outcome.detail)] += 1
             elif outcome.kind == "retry":
-                self.ledger.mark_failed(row.delivery_id, error=outcome.detail or "", retriable=True)
+                self.deliveries.mark_failed(
+                    row.delivery_id, error=outcome.detail or "", retriable=True
+                )
                 self.tally.failed["retries exhausted (left planned)"] += 1
             elif outcome.kind == "unknown":
                 # Left claimed on purpose: reconcile() decides from webhook events.
@@ -335,9 +345,9 @@ class Engine:
                 )
             else:
                 release.append(row.delivery_id)
-        self.ledger.mark_sent_many(sent)
+        self.deliveries.mark_sent_many(sent)
         if release:
-            self.ledger.release_claims(release)
+            self.deliveries.release_claims(release)
             self.tally.released += len(release)
         if self._on_progress:
             self._on_progress(self.tally, len(outcomes))

@@ -21,11 +21,31 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 
-class ReconcileLedger(Protocol):
-    def claimed_before(self, edition_id: int, cutoff: datetime) -> Sequence[object]: ...
-    def processed_delivery_ids(self, delivery_ids: Sequence[str]) -> set[str]: ...
+class ClaimedRow(Protocol):
+    """What reconciling reads of a claimed row (store.DeliveryRow); read-only."""
+
+    @property
+    def delivery_id(self) -> str: ...
+
+    @property
+    def claimed_at(self) -> datetime | None: ...
+
+    @property
+    def send_at(self) -> datetime: ...
+
+
+class ClaimedDeliveries(Protocol):
+    """The claimed rows and their two ways out (the ledger's `deliveries`)."""
+
+    def claimed_before(self, edition_id: int, cutoff: datetime) -> Sequence[ClaimedRow]: ...
     def mark_sent(self, delivery_id: str, *, message_id: str | None) -> object: ...
     def release_claims(self, delivery_ids: Sequence[str]) -> object: ...
+
+
+class AcceptedDeliveries(Protocol):
+    """Which deliveries a webhook event proves SendGrid accepted (the ledger's `events`)."""
+
+    def processed_delivery_ids(self, delivery_ids: Sequence[str]) -> set[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +56,31 @@ class ReconcileResult:
 
 
 def reconcile(
-    ledger: ReconcileLedger,
+    deliveries: ClaimedDeliveries,
+    events: AcceptedDeliveries,
     edition_id: int,
     *,
     now: datetime,
     stale_after: timedelta,
     grace: timedelta,
 ) -> ReconcileResult:
-    rows = ledger.claimed_before(edition_id, now - stale_after)
+    rows = deliveries.claimed_before(edition_id, now - stale_after)
     if not rows:
         return ReconcileResult(0, 0, 0)
-    ids = [row.delivery_id for row in rows]  # type: ignore[attr-defined]
-    seen = ledger.processed_delivery_ids(ids)
+    ids = [row.delivery_id for row in rows]
+    seen = events.processed_delivery_ids(ids)
     release: list[str] = []
     pending = 0
     for row in rows:
-        delivery_id = row.delivery_id  # type: ignore[attr-defined]
+        delivery_id = row.delivery_id
         if delivery_id in seen:
-            ledger.mark_sent(delivery_id, message_id=None)
+            deliveries.mark_sent(delivery_id, message_id=None)
             continue
-        started = max(row.claimed_at or now, row.send_at)  # type: ignore[attr-defined]
+        started = max(row.claimed_at or now, row.send_at)
         if now - started >= grace:
             release.append(delivery_id)
         else:
             pending += 1
     if release:
-        ledger.release_claims(release)
+        deliveries.release_claims(release)
     return ReconcileResult(len(seen), len(release), pending)

@@ -119,9 +119,9 @@ def run_live_loop(
                     ledger,
                     RunOptions(api_key=DEMO_KEY, api_host=sandbox.url, now=now),
                 )
-                info = ledger.get_edition(campaign.name, edition.key)
+                info = ledger.editions.get_edition(campaign.name, edition.key)
                 assert info is not None  # run_edition recorded it
-                recipients = list(ledger.iter_deliveries(info.edition_id))
+                recipients = list(ledger.deliveries.iter_deliveries(info.edition_id))
                 # Scheduled mail is held until its send_at: move the sandbox's clock past the
                 # last local morning so every message is delivered and its events posted.
                 last = max((r.send_at for r in recipients), default=now)
@@ -129,13 +129,13 @@ def run_live_loop(
                 sandbox.wait_webhooks_idle(timeout=opts.webhook_timeout_s)
                 accepted = len(sandbox.messages())
         print_run_report(report, console)
-        events = list(ledger.events_for(edition.key, campaign.name))
+        events = list(ledger.events.events_for(edition.key, campaign.name))
         console.print(
             f"sandbox accepted {accepted} messages; the receiver stored "
             f"{len(events)} webhook events"
         )
         simulated = _simulate(campaign, recipients, events, tastes, data, opts)
-        imported = import_completions(ledger, str(simulated.path))
+        imported = import_completions(ledger.completions, str(simulated.path))
         console.print(
             f"app usage: {simulated.completions} completions simulated, "
             f"{imported.imported} imported"

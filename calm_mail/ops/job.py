@@ -93,7 +93,7 @@ def run_due_edition(
             return done
         # The lock is held across the Personalize job too; `run_edition` takes it again
         # (it is re-entrant for this holder).
-        with edition_lock(ledger, campaign.name, edition):
+        with edition_lock(ledger.locks, campaign.name, edition):
             done = _already_done(ledger, campaign, edition)  # another worker may have sent it
             if done is not None:
                 return done
@@ -116,7 +116,7 @@ def run_due_edition(
 
 
 def _already_done(ledger: Ledger, campaign: Campaign, edition: Edition) -> JobOutcome | None:
-    info = ledger.get_edition(campaign.name, edition.key)
+    info = ledger.editions.get_edition(campaign.name, edition.key)
     if info is None or info.state not in DONE_STATES:
         return None
     return JobOutcome(
@@ -141,7 +141,10 @@ def _personalize(campaign: Campaign, edition: Edition, ledger: Ledger) -> None:
 def eligible_user_ids(campaign: Campaign, edition: Edition, ledger: Ledger) -> Iterator[str]:
     """The users who may get the edition (streamed), for the Personalize batch input."""
     rules = Eligibility(
-        campaign, edition, now=edition_instant(edition), suppressed=ledger.all_suppressed()
+        campaign,
+        edition,
+        now=edition_instant(edition),
+        suppressed=ledger.suppressions.all_suppressed(),
     )
     for user in iter_audience(campaign.input_path("audience", edition), skips=SkipCounter()):
         if rules.reason(user) is None:

@@ -10,8 +10,8 @@ pre-flight records its assignments and deliveries. A real run ends by storing an
 its summary (`alerts`), a failed one by announcing why.
 
 A dry run records its deliveries under ``<campaign>:dry-run``, reset at each start (so re-running
-it reproduces the same outbox), reads sticky assignments without writing them (a dry run is not
-an exposure), skips pre-flight's provider checks and never touches the real edition's rows.
+it reproduces the same outbox), records no assignment (a dry run is not an exposure), skips
+pre-flight and never touches the real edition's rows.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +38,7 @@ from calm_mail.errors import CalmMailError, UsageError
 from calm_mail.ops import alerts
 from calm_mail.ops.preflight import PreflightReport, preflight
 from calm_mail.ops.run_report import RunReport
-from calm_mail.plan.assign import check_experiment
+from calm_mail.plan.assign import record_exposures
 from calm_mail.plan.planner import PlanResult, plan_edition
 from calm_mail.records import ComposedMessage, PlannedDelivery
 from calm_mail.store import EditionInfo, Ledger
@@ -73,35 +73,6 @@ class Progress(Protocol):
     def advance(self, tally: SendTally, n: int) -> None: ...
 
 
-class ReadOnlyAssignments:
-    """The ledger's assignments as the planner reads them, recording nothing: a dry run, a
-    preview and `calm-mail plan` are not exposures, and a real run records only after
-    pre-flight passed."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-
-    def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]:
-        return self._ledger.get_assignments(experiment, user_ids)
-
-    def record_assignments(
-        self, experiment: str, edition: str, pairs: Iterable[tuple[str, str]]
-    ) -> int:
-        return 0
-
-    def experiment_seed(self, experiment: str) -> str | None:
-        return self._ledger.experiment_seed(experiment)
-
-    def record_experiment(self, experiment: str, seed: str, weights: Mapping[str, float]) -> None:
-        return None
-
-    def suppressed(self, emails: Iterable[str]) -> set[str]:
-        return self._ledger.suppressed(emails)
-
-    def last_sent_edition(self, campaign: str, before: str) -> EditionInfo | None:
-        return self._ledger.last_sent_edition(campaign, before)
-
-
 def plan_only(
     campaign: Campaign,
     edition: Edition,
@@ -111,15 +82,9 @@ def plan_only(
     shard: tuple[int, int] | None = None,
     explain: str | None = None,
 ) -> PlanResult:
-    """The plan a run would make now, recording nothing (`calm-mail plan`, the preview)."""
+    """The plan a run would make now (`calm-mail plan`); planning records nothing."""
     return plan_edition(
-        campaign,
-        edition,
-        store=ReadOnlyAssignments(ledger),
-        now=now or datetime.now(UTC),
-        shard=shard,
-        explain=explain,
-        record=False,
+        campaign, edition, store=ledger, now=now or datetime.now(UTC), shard=shard, explain=explain
     )
 
 
@@ -141,7 +106,7 @@ def run_edition(
     if options.dry_run:
         return run.go()
     scope = f"{edition}#{options.shard[0]}of{options.shard[1]}" if options.shard else edition
-    with edition_lock(ledger, campaign.name, scope) as lease:
+    with edition_lock(ledger.locks, campaign.name, scope) as lease:
         run.lease_lost = lease.lost.is_set
         try:
             report = run.go()
@@ -217,7 +182,7 @@ class _Run:
 
     def open_edition(self) -> EditionInfo:
         """The edition's row; a cancelled edition sends nothing, a paused one needs --resume."""
-        info = self.ledger.ensure_edition(
+        info = self.ledger.editions.ensure_edition(
             self.name, self.edition.key, experiment=self.campaign.experiment.name
         )
         if info.state == "cancelled":
@@ -226,7 +191,7 @@ class _Run:
                 "sent. Plan a new edition instead."
             )
         if self.options.dry_run:
-            self.ledger.delete_deliveries(info.edition_id)
+            self.ledger.deliveries.delete_deliveries(info.edition_id)
         else:
             require_api_key(self.options)
             if info.state == "paused":
@@ -260,8 +225,8 @@ class _Run:
             plan_error=None if plan_error is None else str(plan_error),
         )
         self.preflight = report
-        self.ledger.update_edition(info.edition_id, preflight=report.as_dict())
-        self.ledger.log_action(
+        self.ledger.editions.update_edition(info.edition_id, preflight=report.as_dict())
+        self.ledger.editions.log_action(
             info.edition_id,
             "preflight",
             {"ok": report.ok, "failed": [c.name for c in report.failed]},
@@ -271,11 +236,14 @@ class _Run:
     def record(self, info: EditionInfo, plan: PlanResult) -> int:
         """The plan's exposures (a real run) and its deliveries, as ledger rows."""
         if not self.options.dry_run:
-            experiment = self.campaign.experiment
-            check_experiment(self.ledger, experiment, source=str(self.campaign.path))
-            pairs = [(d.user_id, d.arm) for d in plan.deliveries]
-            self.ledger.record_assignments(experiment.name, self.edition.key, pairs)
-        return self.ledger.add_planned(info.edition_id, self.name, list(plan.deliveries))
+            record_exposures(
+                self.ledger.assignments,
+                self.campaign.experiment,
+                self.edition.key,
+                plan.new_assignments,
+                source=str(self.campaign.path),
+            )
+        return self.ledger.deliveries.add_planned(info.edition_id, self.name, list(plan.deliveries))
 
     def deliver(
         self, info: EditionInfo, plan: PlanResult
@@ -304,17 +272,19 @@ class _Run:
             reconciled = None
             if not transport.dry_run:
                 if batch_id is None and (created := await transport.create_batch()) is not None:
-                    batch_id = self.ledger.claim_batch_id(info.edition_id, created)
+                    batch_id = self.ledger.editions.claim_batch_id(info.edition_id, created)
                 reconciled = reconcile(
-                    self.ledger,
+                    self.ledger.deliveries,
+                    self.ledger.events,
                     info.edition_id,
                     now=self.now,
                     stale_after=self.options.stale_after,
                     grace=self.options.grace,
                 )
-            self.ledger.update_edition(info.edition_id, state="sending")
+            self.ledger.editions.update_edition(info.edition_id, state="sending")
             engine = Engine(
-                self.ledger,
+                self.ledger.deliveries,
+                self.ledger.editions,
                 composer,
                 transport,
                 edition_id=info.edition_id,
@@ -346,18 +316,18 @@ class _Run:
 
     def finish(self, info: EditionInfo, tally: SendTally) -> tuple[str, dict[tuple[str, str], int]]:
         """The edition's state after this run (sent when no row is left open), and its counts."""
-        counts = self.ledger.counts(info.edition_id)
+        counts = self.ledger.deliveries.counts(info.edition_id)
         open_rows = sum(n for (state, _), n in counts.items() if state in ("planned", "claimed"))
         if tally.circuit_open:
-            self.ledger.update_edition(info.edition_id, state="paused")
-            self.ledger.log_action(
+            self.ledger.editions.update_edition(info.edition_id, state="paused")
+            self.ledger.editions.log_action(
                 info.edition_id, "circuit_breaker", {"reason": tally.circuit_open}
             )
         state = "sent" if open_rows == 0 else ("failed" if tally.fatal else "sending")
-        current = self.ledger.get_edition_state(info.edition_id)
+        current = self.ledger.editions.get_edition_state(info.edition_id)
         if current in ("cancelled", "paused"):
             return current, counts
-        self.ledger.update_edition(info.edition_id, state=state)
+        self.ledger.editions.update_edition(info.edition_id, state=state)
         return state, counts
 
     def resume_or_refuse(self, info: EditionInfo) -> None:
@@ -366,7 +336,7 @@ class _Run:
         if not self.options.resume:
             reasons = [
                 e.detail
-                for e in self.ledger.edition_log(info.edition_id)
+                for e in self.ledger.editions.edition_log(info.edition_id)
                 if e.action in ("circuit_breaker", "pause")
             ]
             why = f" ({_why(reasons[-1])})" if reasons else ""
@@ -377,17 +347,17 @@ class _Run:
             )
         if info.batch_id and info.scheduled_status == "pause":
             asyncio.run(_unpause(make_transport(self.campaign, self.options), info.batch_id))
-        self.ledger.update_edition(info.edition_id, state="sending", scheduled_status=None)
-        self.ledger.log_action(info.edition_id, "resume", {"by": "run --resume"})
+        self.ledger.editions.update_edition(info.edition_id, state="sending", scheduled_status=None)
+        self.ledger.editions.log_action(info.edition_id, "resume", {"by": "run --resume"})
 
     def announce(self, report: RunReport) -> None:
         """Every real run ends with one summary: stored with the edition, logged as one JSON
         line, and posted to Slack when configured."""
         summary = alerts.run_summary(report)
-        info = self.ledger.get_edition(self.campaign.name, self.edition.key)
+        info = self.ledger.editions.get_edition(self.campaign.name, self.edition.key)
         if info is not None:
-            self.ledger.update_edition(info.edition_id, summary=summary)
-            self.ledger.log_action(
+            self.ledger.editions.update_edition(info.edition_id, summary=summary)
+            self.ledger.editions.log_action(
                 info.edition_id, "run", {"ok": summary["ok"], "state": summary["state"]}
             )
         alerts.announce(summary, self.campaign)
@@ -482,7 +452,6 @@ async def _run_engine(engine: Engine, should_stop: Callable[[], str | None]) -> 
 __all__ = [
     "DRY_SUFFIX",
     "Progress",
-    "ReadOnlyAssignments",
     "RunOptions",
     "make_transport",
     "plan_only",

@@ -8,7 +8,7 @@ the GrowthBook SDK: ``chooseVariation(gbhash(seed, id, 2), getBucketRanges(n, 1,
 
 Assignment is sticky: a user's first recorded arm (in the `AssignmentStore`, the ledger) wins
 over the hash, so changing the weights later never moves an exposed user. Changing the *seed*
-of an experiment would re-randomize everyone; `check_experiment` refuses it unless the
+of an experiment would re-randomize everyone; `refuse_changed_seed` refuses it unless the
 experiment gets a new name.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from calm_mail.campaign import Experiment
 from calm_mail.errors import ConfigError
@@ -109,21 +109,20 @@ class Assigner:
         return self._arms[-1]
 
 
-class AssignmentStore(Protocol):
-    """What the planner needs from the ledger to keep arms sticky."""
+class ArmReader(Protocol):
+    """What planning reads to keep arms sticky: the arms already given, the seed remembered."""
 
     def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]: ...
+
+    def experiment_seed(self, experiment: str) -> str | None: ...
+
+
+class AssignmentStore(ArmReader, Protocol):
+    """What recording a plan writes: first exposures and a new experiment's seed."""
 
     def record_assignments(
         self, experiment: str, edition: str, pairs: Iterable[tuple[str, str]]
     ) -> int: ...
-
-
-@runtime_checkable
-class SeedStore(Protocol):
-    """Where an experiment's seed is remembered, so a changed seed can be refused."""
-
-    def experiment_seed(self, experiment: str) -> str | None: ...
 
     def record_experiment(
         self, experiment: str, seed: str, weights: Mapping[str, float]
@@ -131,23 +130,21 @@ class SeedStore(Protocol):
 
 
 @dataclass
-class MemoryStore:
-    """The planner's store in memory (assignments, experiments, suppressions): for previews
-    without a ledger, and for tests."""
+class MemoryAssignments:
+    """Sticky arms and experiment seeds in memory (the ledger's `assignments`, for tests)."""
 
-    suppressions: set[str] = field(default_factory=set)  # lowercased addresses
-    assignments: dict[str, dict[str, str]] = field(default_factory=dict)
+    arms: dict[str, dict[str, str]] = field(default_factory=dict)  # experiment -> user -> arm
     exposures: dict[str, dict[str, str]] = field(default_factory=dict)  # experiment -> user -> ed.
     experiments: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
 
     def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]:
-        known = self.assignments.get(experiment, {})
+        known = self.arms.get(experiment, {})
         return {u: known[u] for u in user_ids if u in known}
 
     def record_assignments(
         self, experiment: str, edition: str, pairs: Iterable[tuple[str, str]]
     ) -> int:
-        known = self.assignments.setdefault(experiment, {})
+        known = self.arms.setdefault(experiment, {})
         seen = self.exposures.setdefault(experiment, {})
         inserted = 0
         for user_id, arm in pairs:
@@ -157,9 +154,6 @@ class MemoryStore:
                 inserted += 1
         return inserted
 
-    def suppressed(self, emails: Iterable[str]) -> set[str]:
-        return {e for e in emails if e.strip().lower() in self.suppressions}
-
     def experiment_seed(self, experiment: str) -> str | None:
         found = self.experiments.get(experiment)
         return found[0] if found else None
@@ -168,17 +162,41 @@ class MemoryStore:
         self.experiments.setdefault(experiment, (seed, dict(weights)))
 
 
-def check_experiment(store: SeedStore, experiment: Experiment, *, source: str = "") -> None:
-    """Refuse a changed seed for an experiment that already ran; remember a new experiment.
+@dataclass
+class MemorySuppressions:
+    """Suppressed addresses in memory (the ledger's `suppressions`, for tests)."""
+
+    emails: set[str] = field(default_factory=set)  # lowercased addresses
+
+    def suppressed(self, emails: Iterable[str]) -> set[str]:
+        return {e for e in emails if e.strip().lower() in self.emails}
+
+
+class NoEditions:
+    """An edition history with nothing mailed yet (the ledger's `editions`, for tests)."""
+
+    def last_sent_edition(self, campaign: str, before: str) -> None:
+        return None
+
+
+@dataclass
+class MemoryStore:
+    """The planner's store in memory, shaped like the ledger (one repository per concern):
+    for previews without a ledger, and for tests."""
+
+    assignments: MemoryAssignments = field(default_factory=MemoryAssignments)
+    suppressions: MemorySuppressions = field(default_factory=MemorySuppressions)
+    editions: NoEditions = field(default_factory=NoEditions)
+
+
+def refuse_changed_seed(store: ArmReader, experiment: Experiment, *, source: str = "") -> None:
+    """Refuse a changed seed for an experiment that already ran.
 
     A new seed re-randomizes every user, so the exposed users' history no longer matches
     their arm; the safe way to re-randomize is a new experiment name (a new, clean test).
     """
     stored = store.experiment_seed(experiment.name)
-    if stored is None:
-        store.record_experiment(experiment.name, experiment.seed, experiment.weights)
-        return
-    if stored != experiment.seed:
+    if stored is not None and stored != experiment.seed:
         where = f"{source}: " if source else ""
         raise ConfigError(
             f"{where}experiment.seed: experiment {experiment.name!r} already ran with seed "
@@ -186,3 +204,19 @@ def check_experiment(store: SeedStore, experiment: Experiment, *, source: str = 
             "already exposed. Keep the old seed, or give the experiment a new name "
             "(experiment.name) to start a new test."
         )
+
+
+def record_exposures(
+    store: AssignmentStore,
+    experiment: Experiment,
+    edition: str,
+    pairs: Iterable[tuple[str, str]],
+    *,
+    source: str = "",
+) -> int:
+    """Remember a new experiment's seed and the arms of the users exposed for the first time
+    (a changed seed is refused again: another run may have recorded one meanwhile)."""
+    refuse_changed_seed(store, experiment, source=source)
+    if store.experiment_seed(experiment.name) is None:
+        store.record_experiment(experiment.name, experiment.seed, experiment.weights)
+    return store.record_assignments(experiment.name, edition, pairs)

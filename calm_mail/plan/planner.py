@@ -3,7 +3,7 @@ items, source, send time).
 
 It reads the inputs (the audience of the shard held as a dict, the Personalize output streamed
 and joined to it), plans every user (`plan_user`), checks the Personalize output's quality,
-records the new assignments and returns the plan sorted by user id (`PlanResult`).
+and returns the plan sorted by user id (`PlanResult`); it records nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Protocol
 
 from calm_mail.campaign import Campaign
 from calm_mail.edition import Edition
@@ -26,7 +26,7 @@ from calm_mail.inputs import (
     read_editorial,
 )
 from calm_mail.inputs.personalize import unknown_ids_text, unknown_share_text
-from calm_mail.plan.assign import AssignmentStore, SeedStore, check_experiment
+from calm_mail.plan.assign import ArmReader, refuse_changed_seed
 from calm_mail.plan.context import PlanContext, build_context, edition_instant
 from calm_mail.plan.eligibility import Eligibility
 from calm_mail.plan.rules import RuleSet, kids_items, load_campaign_rules
@@ -42,15 +42,37 @@ from calm_mail.records import (
     SkipCounter,
     User,
 )
-from calm_mail.store.ledger import shard_of  # the ledger's hash, so shards agree
+from calm_mail.store import shard_of  # the ledger's hash, so shards agree
 
 STICKY_CHUNK = 10_000
 
 
-class PlannerStore(AssignmentStore, Protocol):
-    """What the planner needs from the ledger: sticky assignments and suppressions."""
-
+class SuppressionLookup(Protocol):
     def suppressed(self, emails: Iterable[str]) -> set[str]: ...
+
+
+class SentEdition(Protocol):
+    @property
+    def edition(self) -> str: ...
+
+
+class EditionHistory(Protocol):
+    def last_sent_edition(self, campaign: str, before: str) -> SentEdition | None: ...
+
+
+class PlannerStore(Protocol):
+    """What the planner needs from the ledger, one repository per concern: sticky arms and
+    seeds, suppressions, and the campaign's last mailed edition (`store.Ledger` and
+    `assign.MemoryStore` have this shape)."""
+
+    @property
+    def assignments(self) -> ArmReader: ...
+
+    @property
+    def suppressions(self) -> SuppressionLookup: ...
+
+    @property
+    def editions(self) -> EditionHistory: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,8 +82,11 @@ class PlanResult:
     summary: PlanSummary
     catalog: Mapping[str, Item]
     traces: Mapping[str, UserTrace] = field(default_factory=dict)
+    # (user, arm) of the planned users with no sticky arm yet: what recording the plan
+    # exposes for the first time
+    new_assignments: tuple[tuple[str, str], ...] = ()
     # Planned users (holdout included) with a usable Personalize line; None when no arm
-    # reads Personalize (pre-flight's coverage check reads it then)
+    # reads Personalize (there is no coverage to check then)
     personalize_covered: int | None = None
 
     def explain(self, user_id: str) -> UserTrace:
@@ -89,17 +114,17 @@ def plan_edition(
     now: datetime,
     shard: tuple[int, int] | None = None,
     explain: str | Collection[str] | None = None,
-    record: bool = True,
 ) -> PlanResult:
-    """Plan the edition for the whole audience (or shard ``(k, n)`` of it).
+    """Plan the edition for the whole audience (or shard ``(k, n)`` of it), recording nothing.
 
-    Checks the experiment's seed against the one it ran with, reads every input, plans every
-    user, checks the Personalize output's quality, records the new assignments (unless
-    `record` is false) and returns the plan sorted by user id. `now` only dates warnings
-    (SendGrid's 72 h window); the plan itself depends on the inputs alone.
+    Refuses a changed experiment seed, reads every input, plans every user, checks the
+    Personalize output's quality and returns the plan sorted by user id, with the arms it
+    would expose for the first time (`PlanResult.new_assignments`; the edition runner records
+    them once pre-flight passed). `now` only dates warnings (SendGrid's window); the plan
+    itself depends on the inputs and the sticky arms alone.
     """
     ed = edition if isinstance(edition, Edition) else Edition.parse(edition)
-    notes = _check_seed(store, campaign)
+    refuse_changed_seed(store.assignments, campaign.experiment, source=str(campaign.path))
     inputs = _read_tables(campaign, ed, shard)
     ctx = _context(campaign, ed, store, inputs, load_campaign_rules(campaign))
     traced = {explain} if isinstance(explain, str) else set(explain or ())
@@ -117,9 +142,7 @@ def plan_edition(
     exclusions = sorted(
         (o for o in outcomes if isinstance(o, Exclusion)), key=attrgetter("user_id")
     )
-    if record:
-        fresh = [(d.user_id, d.arm) for d in deliveries if d.user_id not in ctx.sticky]
-        store.record_assignments(campaign.experiment.name, ed.key, fresh)
+    fresh = tuple((d.user_id, d.arm) for d in deliveries if d.user_id not in ctx.sticky)
     summary = tally.summary(
         campaign=campaign.name,
         edition=ed.key,
@@ -128,7 +151,7 @@ def plan_edition(
         shard=shard,
         dropped_by_step=ctx.rules.drops_in_order(),
         skips={k: v.as_dict() for k, v in inputs.skips.items()},
-        warnings=notes + _warnings(deliveries, ctx, inputs, now),
+        warnings=_warnings(deliveries, ctx, inputs, now),
     )
     for user_id in traced - set(traces):
         traces[user_id] = UserTrace(
@@ -140,6 +163,7 @@ def plan_edition(
         summary=summary,
         catalog=inputs.catalog,
         traces=traces,
+        new_assignments=fresh,
         personalize_covered=(
             None if covered is None else sum(1 for d in deliveries if d.user_id in covered)
         ),
@@ -166,17 +190,6 @@ def _warnings(
     return warnings
 
 
-def _check_seed(store: PlannerStore, campaign: Campaign) -> list[str]:
-    """Refuse a changed seed (see `check_experiment`); a store that cannot tell gets a note."""
-    if not isinstance(store, SeedStore):
-        return [
-            "the store does not remember experiment seeds, so a changed seed would go "
-            "unnoticed (the ledger needs experiment_seed/record_experiment)"
-        ]
-    check_experiment(store, campaign.experiment, source=str(campaign.path))
-    return []
-
-
 def _read_tables(campaign: Campaign, ed: Edition, shard: tuple[int, int] | None) -> _Inputs:
     skips = {name: SkipCounter() for name in ("catalog", "audience", "recommendations", "history")}
     catalog = read_catalog(campaign.input_path("catalog", ed), skips=skips["catalog"])
@@ -201,11 +214,13 @@ def _context(
     probe = Eligibility(campaign, ed, now=edition_instant(ed), suppressed=frozenset())
     own = {u: probe.own_reason(user) for u, user in audience.items()}
     eligible = [u for u, reason in own.items() if reason is None]
-    suppressed = store.suppressed(audience[u].email for u in eligible)
+    suppressed = store.suppressions.suppressed(audience[u].email for u in eligible)
     sticky: dict[str, str] = {}
     for start in range(0, len(eligible), STICKY_CHUNK):
         sticky.update(
-            store.get_assignments(campaign.experiment.name, eligible[start : start + STICKY_CHUNK])
+            store.assignments.get_assignments(
+                campaign.experiment.name, eligible[start : start + STICKY_CHUNK]
+            )
         )
     editorial = read_editorial(
         campaign.input_path("editorial", ed), ed.key, known_items=inputs.catalog
@@ -227,10 +242,9 @@ def _context(
     return ctx
 
 
-def _last_sent(store: Any, campaign: Campaign, ed: Edition) -> date | None:
-    """The send date of the campaign's last edition that mailed anyone, when the store knows."""
-    lookup = getattr(store, "last_sent_edition", None)
-    info = lookup(campaign.name, ed.key) if lookup is not None else None
+def _last_sent(store: PlannerStore, campaign: Campaign, ed: Edition) -> date | None:
+    """The send date of the campaign's last edition that mailed anyone."""
+    info = store.editions.last_sent_edition(campaign.name, ed.key)
     return Edition.parse(info.edition).send_date if info is not None else None
 
 

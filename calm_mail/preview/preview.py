@@ -17,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, Protocol, cast
 
 from calm_mail.campaign import Campaign
 from calm_mail.compose.composer import Composer
 from calm_mail.compose.templates import TemplateSet, load_template_set
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, UsageError
-from calm_mail.plan.assign import check_experiment
+from calm_mail.plan.assign import MemoryStore, refuse_changed_seed
 from calm_mail.plan.context import PlanContext, build_context, edition_instant
 from calm_mail.plan.eligibility import Eligibility
+from calm_mail.plan.planner import PlannerStore
 from calm_mail.plan.rules import RuleSet, load_campaign_rules
 from calm_mail.plan.user import UserTrace, plan_user
 from calm_mail.preview.personas import Persona, get_persona, history, recommend
@@ -41,7 +41,7 @@ from calm_mail.records import (
     TraceStep,
     User,
 )
-from calm_mail.store.ledger import delivery_id_for
+from calm_mail.store import delivery_id_for
 
 
 class NoEmail(CalmMailError):
@@ -54,23 +54,9 @@ class UnknownUser(UsageError, LookupError):
     """The user id is not in the edition's audience file. Exit 2."""
 
 
-class PreviewStore(Protocol):
-    """What the preview reads from the ledger: sticky arms and suppressions. Pass it read-only
-    (`ops.pipeline.ReadOnlyAssignments`): a preview is not an exposure and records nothing."""
-
-    def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]: ...
-
-    def suppressed(self, emails: Iterable[str]) -> set[str]: ...
-
-
-class EmptyStore:
-    """A ledger with nothing in it: no sticky arms, no suppressions (hash arms for all)."""
-
-    def get_assignments(self, experiment: str, user_ids: Sequence[str]) -> dict[str, str]:
-        return {}
-
-    def suppressed(self, emails: Iterable[str]) -> set[str]:
-        return set()
+# What the preview reads from the ledger is what planning reads: sticky arms (and the seed
+# they were drawn with), suppressions, the last mailed edition. Neither records anything.
+PreviewStore = PlannerStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,12 +145,12 @@ class EditionPreview:
 
         self.campaign = campaign
         self.edition = edition if isinstance(edition, Edition) else Edition.parse(edition)
-        self.store: PreviewStore = store or EmptyStore()
+        self.store: PreviewStore = store or MemoryStore()  # a ledger with nothing in it
         self.ledger_campaign = ledger_campaign or campaign.name
         self.skips = {name: SkipCounter() for name in ("catalog", "history")}
         ed = self.edition
-        if hasattr(self.store, "experiment_seed"):  # a ledger: refuse a changed seed as run does
-            check_experiment(cast(Any, self.store), campaign.experiment, source=str(campaign.path))
+        # Refuse a changed seed as run does.
+        refuse_changed_seed(self.store.assignments, campaign.experiment, source=str(campaign.path))
         self.catalog: dict[str, Item] = read_catalog(
             campaign.input_path("catalog", ed), skips=self.skips["catalog"]
         )
@@ -207,8 +193,10 @@ class EditionPreview:
             user=user,
             rec=self._find_recommendation(user_id),
             completed=self._completed(user_id),
-            sticky=self.store.get_assignments(self.campaign.experiment.name, [user_id]),
-            suppressed=frozenset(e.strip().lower() for e in self.store.suppressed([user.email])),
+            sticky=self.store.assignments.get_assignments(self.campaign.experiment.name, [user_id]),
+            suppressed=frozenset(
+                e.strip().lower() for e in self.store.suppressions.suppressed([user.email])
+            ),
         )
         return self._preview(facts, None, arms)
 
@@ -411,10 +399,9 @@ def _rolled_up(steps: Sequence[TraceStep]) -> dict[str, str]:
     return out
 
 
-def _last_sent(store: object, campaign: Campaign, ed: Edition) -> date | None:
-    """The send date of the campaign's last mailed edition, when the store knows it."""
-    lookup = getattr(store, "last_sent_edition", None)
-    info = lookup(campaign.name, ed.key) if lookup is not None else None
+def _last_sent(store: PreviewStore, campaign: Campaign, ed: Edition) -> date | None:
+    """The send date of the campaign's last mailed edition, if any."""
+    info = store.editions.last_sent_edition(campaign.name, ed.key)
     return Edition.parse(info.edition).send_date if info is not None else None
 
 

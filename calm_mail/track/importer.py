@@ -131,7 +131,7 @@ def _json_lines(path: str, lines: Iterable[bytes], *, start: int) -> Iterator[tu
 
 
 class CompletionSink(Protocol):
-    """Where completions go; the ledger implements it (idempotent on user, item, time)."""
+    """Where completions go: the ledger's `completions` (idempotent on user, item, time)."""
 
     def add_completions(self, rows: Iterable[Completion], *, source: str) -> int: ...
 

@@ -38,19 +38,35 @@ DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 PATHS = ("/webhooks/sendgrid", "/")
 
 
-@runtime_checkable
-class Sink(Protocol):
-    """Where events and suppression changes go; the ledger implements it."""
-
+class EventStore(Protocol):
     def add_events(self, events: Sequence[Event]) -> int:
         """Insert-or-ignore by event id, in one transaction; returns how many were new."""
         ...
 
+
+class SuppressionStore(Protocol):
     def add_suppressions(self, rows: Iterable[tuple[str, str, str]]) -> int:
         """(email, reason, source) rows; idempotent."""
         ...
 
     def remove_suppression(self, email: str, reason: str) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where events and suppression changes go: the ledger's `events` and `suppressions`."""
+
+    @property
+    def events(self) -> EventStore: ...
+
+    @property
+    def suppressions(self) -> SuppressionStore: ...
+
+
+class OwnedSink(Sink, Protocol):
+    """A sink the receiver opened itself (from a factory) and closes at shutdown."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +89,12 @@ def store_events(sink: Sink, events: Sequence[Event]) -> StoreResult:
     Suppressions come after the events commit; if they fail the caller reports failure, and the
     retry finds the events already stored and applies the (idempotent) suppressions again.
     """
-    new = sink.add_events(events) if events else 0
+    new = sink.events.add_events(events) if events else 0
     changes = suppression_changes(events)
     if changes.add:
-        sink.add_suppressions(changes.add)
+        sink.suppressions.add_suppressions(changes.add)
     for email, reason in changes.remove:
-        sink.remove_suppression(email, reason)
+        sink.suppressions.remove_suppression(email, reason)
     return StoreResult(len(events), new, len(changes.add), len(changes.remove))
 
 
@@ -108,7 +124,7 @@ class ReceiverConfig:
         )
 
 
-def create_receiver(sink: Sink | Callable[[], Sink], config: ReceiverConfig) -> Starlette:
+def create_receiver(sink: Sink | Callable[[], OwnedSink], config: ReceiverConfig) -> Starlette:
     """The ASGI app. `sink` is a Sink, or a factory called at startup (closed at shutdown)."""
     verifier = config.verifier()
     state: dict[str, Sink] = {}
@@ -124,9 +140,7 @@ def create_receiver(sink: Sink | Callable[[], Sink], config: ReceiverConfig) -> 
         try:
             yield
         finally:
-            close = getattr(opened, "close", None)
-            if callable(close):
-                await run_in_threadpool(close)
+            await run_in_threadpool(opened.close)
 
     async def receive(request: Request) -> JSONResponse:
         try:

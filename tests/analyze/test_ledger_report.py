@@ -14,8 +14,7 @@ from calm_mail.analyze.attribution import compute_metrics, load_frames
 from calm_mail.cli import main
 from calm_mail.errors import UsageError
 from calm_mail.records import Completion, ContentSource, Event, EventType, PlannedDelivery
-from calm_mail.store import Ledger
-from calm_mail.store.ledger import delivery_id_for
+from calm_mail.store import Ledger, delivery_id_for
 from tests.analyze.builders import SEND, hours
 
 CAMPAIGN = "weekly_winddown"
@@ -67,17 +66,17 @@ def _event(
 def fill(ledger: Ledger) -> None:
     """Two editions: W48 as in the attribution tests, W47 a week earlier."""
     for edition, shift in (("2026-W48", timedelta(0)), ("2026-W47", timedelta(days=-7))):
-        info = ledger.ensure_edition(CAMPAIGN, edition, experiment=EXPERIMENT)
+        info = ledger.editions.ensure_edition(CAMPAIGN, edition, experiment=EXPERIMENT)
         plans = [
             _plan(edition, "u1", "control", shift=shift),
             _plan(edition, "u2", "control", shift=shift),
             _plan(edition, "u3", "personalized", shift=shift),
             _plan(edition, "u4", "personalized", shift=shift),
         ]
-        ledger.add_planned(info.edition_id, CAMPAIGN, plans)
-        for row in ledger.claim(info.edition_id, worker="t", limit=10):
-            ledger.mark_sent(row.delivery_id, message_id=f"m-{row.user_id}")
-        ledger.add_events(
+        ledger.deliveries.add_planned(info.edition_id, CAMPAIGN, plans)
+        for row in ledger.deliveries.claim(info.edition_id, worker="t", limit=10):
+            ledger.deliveries.mark_sent(row.delivery_id, message_id=f"m-{row.user_id}")
+        ledger.events.add_events(
             [
                 _event(1, edition, "u1", EventType.DELIVERED, 0.1, shift=shift),
                 _event(2, edition, "u1", EventType.OPENED, 1, shift=shift),
@@ -86,7 +85,7 @@ def fill(ledger: Ledger) -> None:
                 _event(5, edition, "u4", EventType.PROCESSED, 0, shift=shift),
             ]
         )
-        ledger.add_completions(
+        ledger.completions.add_completions(
             [
                 Completion(user_id="u1", item_id="i1", completed_at=hours(2) + shift),
                 Completion(user_id="u2", item_id="i9", completed_at=hours(3) + shift),

@@ -24,17 +24,18 @@ EDITION = Edition.parse("2026-W27")
 def _send_scheduled(
     ledger: Any, composer: Composer, delivery: Any, url: str, *, send_at: datetime, n: int = 6
 ) -> int:
-    info = ledger.ensure_edition("weekly_winddown", EDITION.key, experiment="exp")
+    info = ledger.editions.ensure_edition("weekly_winddown", EDITION.key, experiment="exp")
     rows = [delivery(user_id=f"u{i}", email=f"u{i}@example.com", send_at=send_at) for i in range(n)]
-    ledger.add_planned(info.edition_id, "weekly_winddown", rows)
+    ledger.deliveries.add_planned(info.edition_id, "weekly_winddown", rows)
 
     async def go() -> None:
         transport = SendGridTransport(KEY, host=url)
         try:
             batch = await transport.create_batch()
-            ledger.update_edition(info.edition_id, batch_id=batch)
+            ledger.editions.update_edition(info.edition_id, batch_id=batch)
             engine = Engine(
-                ledger,
+                ledger.deliveries,
+                ledger.editions,
                 composer,
                 transport,
                 edition_id=info.edition_id,
@@ -52,7 +53,16 @@ def _send_scheduled(
 
 def _change(campaign: Campaign, ledger: Any, url: str, action: str, now: datetime) -> str:
     return asyncio.run(
-        change_edition(campaign, EDITION, ledger, action, api_key=KEY, api_host=url, now=now)
+        change_edition(
+            campaign,
+            EDITION,
+            ledger.editions,
+            ledger.deliveries,
+            action,
+            api_key=KEY,
+            api_host=url,
+            now=now,
+        )
     )
 
 
@@ -73,10 +83,10 @@ def test_cancel_holds_back_scheduled_mail_and_stops_every_later_run(
     )
     message = _change(campaign, ledger, sandbox.url, "cancel", now)
     assert "cancelled" in message and "3 planned messages will not be sent" in message
-    info = ledger.get_edition_by_id(edition_id)
+    info = ledger.editions.get_edition_by_id(edition_id)
     assert (info.state, info.scheduled_status) == ("cancelled", "cancel")
     assert {"batch_id": info.batch_id, "status": "cancel"} in _scheduled(sandbox.url)
-    assert [entry.action for entry in ledger.edition_log(edition_id)][-1] == "cancel"
+    assert [entry.action for entry in ledger.editions.edition_log(edition_id)][-1] == "cancel"
     with pytest.raises(UsageError, match="already cancelled"):
         _change(campaign, ledger, sandbox.url, "cancel", now)
 
@@ -90,11 +100,11 @@ def test_pause_then_resume(
         ledger, composer, delivery, sandbox.url, send_at=now + timedelta(hours=5)
     )
     _change(campaign, ledger, sandbox.url, "pause", now)
-    batch = ledger.get_edition_by_id(edition_id).batch_id
+    batch = ledger.editions.get_edition_by_id(edition_id).batch_id
     assert {"batch_id": batch, "status": "pause"} in _scheduled(sandbox.url)
-    assert ledger.get_edition_state(edition_id) == "paused"
+    assert ledger.editions.get_edition_state(edition_id) == "paused"
     _change(campaign, ledger, sandbox.url, "resume", now)
-    assert ledger.get_edition_state(edition_id) == "sending"
+    assert ledger.editions.get_edition_state(edition_id) == "sending"
     assert all(entry["batch_id"] != batch for entry in _scheduled(sandbox.url))
     with pytest.raises(UsageError, match="not paused"):
         _change(campaign, ledger, sandbox.url, "resume", now)
@@ -110,7 +120,7 @@ def test_too_late_inside_the_ten_minute_cut_off_changes_nothing(
     )
     with pytest.raises(UsageError, match="too late to cancel"):
         _change(campaign, ledger, sandbox.url, "cancel", now)
-    assert ledger.get_edition_state(edition_id) != "cancelled"
+    assert ledger.editions.get_edition_state(edition_id) != "cancelled"
     assert _scheduled(sandbox.url) == []
 
 

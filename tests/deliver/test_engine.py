@@ -18,7 +18,7 @@ CAMPAIGN = "weekly_winddown"
 
 
 def _plan(ledger: Any, delivery: Any, n: int, *, holdouts: int = 0) -> int:
-    info = ledger.ensure_edition(CAMPAIGN, "2026-W27", experiment="exp")
+    info = ledger.editions.ensure_edition(CAMPAIGN, "2026-W27", experiment="exp")
     rows = [delivery(user_id=f"u{i:04d}", email=f"u{i:04d}@example.com") for i in range(n)]
     rows += [
         delivery(
@@ -30,7 +30,7 @@ def _plan(ledger: Any, delivery: Any, n: int, *, holdouts: int = 0) -> int:
         )
         for i in range(holdouts)
     ]
-    assert ledger.add_planned(info.edition_id, CAMPAIGN, rows) == n + holdouts
+    assert ledger.deliveries.add_planned(info.edition_id, CAMPAIGN, rows) == n + holdouts
     return int(info.edition_id)
 
 
@@ -38,7 +38,8 @@ def _run(ledger: Any, composer: Composer, url: str, edition_id: int, **config: A
     async def go() -> Any:
         transport = SendGridTransport(KEY, host=url, concurrency=16)
         engine = Engine(
-            ledger,
+            ledger.deliveries,
+            ledger.editions,
             composer,
             transport,
             edition_id=edition_id,
@@ -78,7 +79,7 @@ def test_every_planned_user_gets_exactly_one_email_and_a_rerun_sends_nothing(
     per_address = _per_address(sandbox)
     assert len(per_address) == 60 and set(per_address.values()) == {1}
     assert not any(a.startswith("h") for a in per_address)  # holdouts are never mailed
-    counts = ledger.counts(edition_id)
+    counts = ledger.deliveries.counts(edition_id)
     assert counts[("sent", "personalized")] == 60
     assert counts[("skipped", "holdout")] == 5
 
@@ -113,18 +114,24 @@ def test_unknown_fate_is_left_claimed_then_released_only_after_grace(
     sandbox = sandbox_factory(fail_rate=0.3, drop_rate=0.2, seed=11)
     edition_id = _plan(ledger, delivery, 50)
     first = _run(ledger, composer, sandbox.url, edition_id)
-    claimed = list(ledger.iter_deliveries(edition_id, state=DeliveryState.CLAIMED))
+    claimed = list(ledger.deliveries.iter_deliveries(edition_id, state=DeliveryState.CLAIMED))
     assert first.unknown == len(claimed) > 0
     now = datetime.now(UTC)
     early = reconcile(
-        ledger, edition_id, now=now, stale_after=timedelta(0), grace=timedelta(days=9999)
+        ledger.deliveries,
+        ledger.events,
+        edition_id,
+        now=now,
+        stale_after=timedelta(0),
+        grace=timedelta(days=9999),
     )
     assert (early.confirmed, early.released, early.pending) == (0, 0, len(claimed))
     sent_before = len(sandbox.messages())
     assert sent_before == 50 - len(claimed)
     for _ in range(10):  # each round some fail again; nothing is ever sent twice
         result = reconcile(
-            ledger,
+            ledger.deliveries,
+            ledger.events,
             edition_id,
             now=datetime.now(UTC) + timedelta(days=400),
             stale_after=timedelta(0),
@@ -132,7 +139,7 @@ def test_unknown_fate_is_left_claimed_then_released_only_after_grace(
         )
         _run(ledger, composer, sandbox.url, edition_id)
         if not result.pending and not list(
-            ledger.iter_deliveries(edition_id, state=DeliveryState.CLAIMED)
+            ledger.deliveries.iter_deliveries(edition_id, state=DeliveryState.CLAIMED)
         ):
             break
     per_address = _per_address(sandbox)
@@ -148,7 +155,8 @@ def test_a_rejected_key_stops_the_run_and_releases_what_was_not_sent(
     async def go() -> Any:
         transport = SendGridTransport("SG.invalid-key", host=sandbox.url)
         engine = Engine(
-            ledger,
+            ledger.deliveries,
+            ledger.editions,
             composer,
             transport,
             edition_id=edition_id,
@@ -163,7 +171,7 @@ def test_a_rejected_key_stops_the_run_and_releases_what_was_not_sent(
 
     tally = asyncio.run(go())
     assert tally.stopped and "fatal" in tally.stopped and tally.total_sent == 0
-    counts = ledger.counts(edition_id)
+    counts = ledger.deliveries.counts(edition_id)
     assert counts.get(("planned", "personalized")) == 20  # all back to planned, none lost
     assert sandbox.messages() == []
 
@@ -173,7 +181,7 @@ def test_a_cancelled_edition_claims_nothing(
 ) -> None:
     sandbox = sandbox_factory()
     edition_id = _plan(ledger, delivery, 10)
-    ledger.update_edition(edition_id, state="cancelled")
+    ledger.editions.update_edition(edition_id, state="cancelled")
     tally = _run(ledger, composer, sandbox.url, edition_id)
     assert tally.total_sent == 0 and tally.stopped == "edition cancelled"
     assert sandbox.messages() == []
@@ -196,7 +204,7 @@ def test_the_circuit_breaker_pauses_the_run_and_loses_nothing(
     assert tally.circuit_open and "503" in tally.circuit_open
     assert tally.stopped and tally.stopped.startswith("circuit breaker")
     assert tally.total_sent == 0 and sandbox.messages() == []
-    counts = ledger.counts(edition_id)
+    counts = ledger.deliveries.counts(edition_id)
     assert counts == {("planned", "personalized"): 30}  # every row back to planned
 
 

@@ -36,8 +36,8 @@ def test_paused_by_the_breaker_then_resumed(
         report = run_edition(campaign, edition, ledger, options)
         assert report.state == "paused" and report.tally.circuit_open
         assert "503" in report.tally.circuit_open and not report.ok
-        edition_id = ledger.get_edition(campaign.name, edition.key).edition_id
-        assert any(e.action == "circuit_breaker" for e in ledger.edition_log(edition_id))
+        edition_id = ledger.editions.get_edition(campaign.name, edition.key).edition_id
+        assert any(e.action == "circuit_breaker" for e in ledger.editions.edition_log(edition_id))
         with pytest.raises(UsageError, match=r"paused .*--resume"):
             run_edition(campaign, edition, ledger, options)
         time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))
@@ -56,8 +56,8 @@ def test_a_run_where_most_recipients_fail_is_not_ok(
     sandbox = sandbox_factory()
     with Ledger.connect(f"sqlite:///{tmp_path}/ledger.db") as ledger:
         # A batch id this SendGrid does not know: every send is a 400 for its recipient.
-        info = ledger.ensure_edition(campaign.name, edition.key, experiment="x")
-        ledger.update_edition(info.edition_id, batch_id="not-a-batch-of-this-account")
+        info = ledger.editions.ensure_edition(campaign.name, edition.key, experiment="x")
+        ledger.editions.update_edition(info.edition_id, batch_id="not-a-batch-of-this-account")
         report = run_edition(
             campaign,
             edition,

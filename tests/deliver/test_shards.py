@@ -34,9 +34,9 @@ def test_four_shard_processes_send_every_user_once_under_one_batch(
     for worker, (out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, (out, err)
     with Ledger.connect(ledger_url) as ledger:
-        info = ledger.get_edition("weekly_winddown", edition.key)
+        info = ledger.editions.get_edition("weekly_winddown", edition.key)
         assert info is not None and info.state == "sent"
-        rows = list(ledger.iter_deliveries(info.edition_id))
+        rows = list(ledger.deliveries.iter_deliveries(info.edition_id))
     mailed = {r.delivery_id for r in rows if r.state is DeliveryState.SENT}
     assert len(mailed) > 50
     messages = sandbox.messages()

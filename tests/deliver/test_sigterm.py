@@ -39,9 +39,9 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(
     assert sender.returncode == 1, output
     assert f"stopped by {sig.name}" in output
     with Ledger.connect(url) as ledger:
-        info = ledger.get_edition("weekly_winddown", edition.key)
+        info = ledger.editions.get_edition("weekly_winddown", edition.key)
         assert info is not None
-        states = Counter(r.state for r in ledger.iter_deliveries(info.edition_id))
+        states = Counter(r.state for r in ledger.deliveries.iter_deliveries(info.edition_id))
     assert states[DeliveryState.CLAIMED] == 0  # in-flight sends finished and were recorded
     assert states[DeliveryState.PLANNED] > 0, (states, output)  # it really stopped early
     assert states[DeliveryState.SENT] == len(sandbox.messages())
@@ -52,5 +52,5 @@ def test_a_signal_stops_the_run_cleanly_and_a_rerun_finishes_it(
     per_delivery = Counter(m["custom_args"]["delivery_id"] for m in sandbox.messages())
     assert set(per_delivery.values()) == {1}
     with Ledger.connect(url) as ledger:
-        rows = list(ledger.iter_deliveries(info.edition_id))
+        rows = list(ledger.deliveries.iter_deliveries(info.edition_id))
     assert {r.delivery_id for r in rows if r.state is DeliveryState.SENT} == set(per_delivery)

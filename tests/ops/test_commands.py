@@ -69,14 +69,14 @@ def test_a_failed_preflight_sends_nothing_and_alerts(
     [alert] = http_endpoint.requests
     assert "failed: pre-flight" in alert["body"]["text"]
     with Ledger.connect(None, root=weekend.root) as ledger:
-        info = ledger.get_edition("weekly_winddown", weekend.edition.key)
+        info = ledger.editions.get_edition("weekly_winddown", weekend.edition.key)
         assert info is not None and info.preflight is not None
         assert info.preflight["ok"] is False
         failed = [c["name"] for c in info.preflight["checks"] if not c["ok"]]
         assert failed == ["personalize_fresh"]
         key = info.preflight["checks"][-1]  # not tried once a check failed: not a failure
         assert (key["name"], key["status"], key["code"]) == ("sendgrid_key", "skipped", "not_tried")
-        assert ledger.counts(info.edition_id) == {}
+        assert ledger.deliveries.counts(info.edition_id) == {}
 
     # Fixed inputs: the same command sends the edition (0), and a re-run has nothing to do (0).
     _age_personalize_output(weekend, days=1)
@@ -93,7 +93,7 @@ def test_a_failed_preflight_sends_nothing_and_alerts(
 def test_once_on_a_locked_edition_is_exit_3(weekend: Weekend) -> None:
     with (
         Ledger.connect(None, root=weekend.root) as ledger,
-        edition_lock(ledger, "weekly_winddown", weekend.edition, holder="other-host:77"),
+        edition_lock(ledger.locks, "weekly_winddown", weekend.edition, holder="other-host:77"),
     ):
         code, out = _schedule(
             weekend.root, "--once", "weekly_winddown", "--clock-offset", str(weekend.offset_s)

@@ -45,9 +45,9 @@ def test_a_run_plans_once_and_times_every_stage(weekend: Weekend, plans_made: li
     campaign = load_campaign("weekly_winddown", weekend.root)
     with Ledger.connect(None, root=weekend.root) as ledger:
         report = run_edition(campaign, weekend.edition, ledger, _options(weekend))
-        info = ledger.get_edition(campaign.name, weekend.edition.key)
+        info = ledger.editions.get_edition(campaign.name, weekend.edition.key)
         users = [d.user_id for d in plan_only(campaign, weekend.edition, ledger).deliveries]
-        recorded = ledger.get_assignments(campaign.experiment.name, users)
+        recorded = ledger.assignments.get_assignments(campaign.experiment.name, users)
     assert plans_made[0] == weekend.edition.key and len(plans_made) == 2  # the run, then ours
     assert report.ok and report.state == "sent"
     assert set(report.stage_cpu) == STAGES and all(v >= 0 for v in report.stage_cpu.values())
@@ -64,12 +64,13 @@ def test_a_failed_preflight_records_nothing(weekend: Weekend, plans_made: list[s
     with Ledger.connect(None, root=weekend.root) as ledger:
         with pytest.raises(PreflightError) as caught:
             run_edition(campaign, weekend.edition, ledger, _options(weekend, now=too_early))
-        info = ledger.get_edition(campaign.name, weekend.edition.key)
+        info = ledger.editions.get_edition(campaign.name, weekend.edition.key)
         assert info is not None
         users = [d.user_id for d in plan_only(campaign, weekend.edition, ledger).deliveries]
-        assert ledger.get_assignments(campaign.experiment.name, users) == {}  # no exposure
-        assert ledger.counts(info.edition_id) == {}  # no delivery row
-        log = [(e.action, e.detail) for e in ledger.edition_log(info.edition_id)]
+        arms = ledger.assignments.get_assignments(campaign.experiment.name, users)
+        assert arms == {}  # no exposure
+        assert ledger.deliveries.counts(info.edition_id) == {}  # no delivery row
+        log = [(e.action, e.detail) for e in ledger.editions.edition_log(info.edition_id)]
     assert len(plans_made) == 2  # the run planned once; pre-flight used that plan
     assert caught.value.report == info.preflight and info.preflight is not None
     failed = [c["name"] for c in info.preflight["checks"] if not c["ok"]]
@@ -100,8 +101,8 @@ def test_a_dry_run_records_no_exposure_and_skips_preflight(
             campaign, weekend.edition, ledger, RunOptions(dry_run=True, outbox=outbox)
         )
         users = [d.user_id for d in plan_only(campaign, weekend.edition, ledger).deliveries]
-        assert ledger.get_assignments(campaign.experiment.name, users) == {}
-        assert ledger.get_edition(campaign.name, weekend.edition.key) is None
+        assert ledger.assignments.get_assignments(campaign.experiment.name, users) == {}
+        assert ledger.editions.get_edition(campaign.name, weekend.edition.key) is None
     assert report.ok and report.preflight is None and "preflight" not in report.stage_cpu
     assert len(list(outbox.glob("*.eml"))) == report.tally.total_sent > 0
     assert weekend.requests() == 0

@@ -127,10 +127,10 @@ def test_two_schedulers_send_the_edition_once(weekend: Weekend) -> None:
         finally:
             first.shutdown(wait=True)
             second.shutdown(wait=True)
-        info = ledger.get_edition("weekly_winddown", weekend.edition.key)
+        info = ledger.editions.get_edition("weekly_winddown", weekend.edition.key)
         assert info is not None and info.state == "sent"
-        counts = ledger.counts(info.edition_id)
-        actions = [entry.action for entry in ledger.edition_log(info.edition_id)]
+        counts = ledger.deliveries.counts(info.edition_id)
+        actions = [entry.action for entry in ledger.editions.edition_log(info.edition_id)]
     sent = sum(n for (state, _), n in counts.items() if state == "sent")
     messages = weekend.sandbox.messages()
     assert sent > 0 and len(messages) == sent

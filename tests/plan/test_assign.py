@@ -15,10 +15,11 @@ from calm_mail.plan.assign import (
     Assigner,
     MemoryStore,
     bucket_ranges,
-    check_experiment,
     choose_variation,
     fnv1a32,
     gbhash,
+    record_exposures,
+    refuse_changed_seed,
 )
 from calm_mail.records import ContentSource
 
@@ -91,17 +92,27 @@ def test_split_follows_the_weights() -> None:
 
 def test_store_keeps_the_first_arm() -> None:
     store = MemoryStore()
-    assert store.record_assignments("e", "2026-W47", [("u1", "a"), ("u2", "b")]) == 2
-    assert store.record_assignments("e", "2026-W48", [("u1", "b"), ("u3", "a")]) == 1
-    assert store.get_assignments("e", ["u1", "u2", "u3", "u4"]) == {"u1": "a", "u2": "b", "u3": "a"}
-    assert store.get_assignments("other", ["u1"]) == {}
+    assert store.assignments.record_assignments("e", "2026-W47", [("u1", "a"), ("u2", "b")]) == 2
+    assert store.assignments.record_assignments("e", "2026-W48", [("u1", "b"), ("u3", "a")]) == 1
+    assert store.assignments.get_assignments("e", ["u1", "u2", "u3", "u4"]) == {
+        "u1": "a",
+        "u2": "b",
+        "u3": "a",
+    }
+    assert store.assignments.get_assignments("other", ["u1"]) == {}
 
 
 def test_a_changed_seed_is_refused_unless_the_name_changes() -> None:
-    store = MemoryStore()
-    check_experiment(store, experiment((50, 50), seed="s1"))
-    check_experiment(store, experiment((60, 40), seed="s1"))  # new weights: allowed, sticky
+    arms = MemoryStore().assignments
+    refuse_changed_seed(arms, experiment((50, 50), seed="s1"))  # nothing ran yet: fine
+    assert arms.experiment_seed("exp") is None  # refusing reads, never records
+    assert record_exposures(arms, experiment((50, 50), seed="s1"), "2026-W47", [("u1", "a")]) == 1
+    assert arms.experiment_seed("exp") == "s1"
+    refuse_changed_seed(arms, experiment((60, 40), seed="s1"))  # new weights: allowed, sticky
     with pytest.raises(ConfigError, match=r"experiment.seed: .*'s1'.*new name"):
-        check_experiment(store, experiment((50, 50), seed="s2"), source="c.toml")
-    check_experiment(store, experiment((50, 50), seed="s2", name="exp-v2"))
-    assert store.experiment_seed("exp-v2") == "s2"
+        refuse_changed_seed(arms, experiment((50, 50), seed="s2"), source="c.toml")
+    with pytest.raises(ConfigError, match=r"experiment.seed"):
+        record_exposures(arms, experiment((50, 50), seed="s2"), "2026-W48", [("u2", "b")])
+    assert arms.get_assignments("exp", ["u2"]) == {}  # a refused seed records no exposure
+    record_exposures(arms, experiment((50, 50), seed="s2", name="exp-v2"), "2026-W48", [])
+    assert arms.experiment_seed("exp-v2") == "s2"

@@ -14,7 +14,7 @@ from rich.console import Console
 from calm_mail.campaign import Campaign
 from calm_mail.errors import ConfigError, InputError
 from calm_mail.plan import planner
-from calm_mail.plan.assign import Assigner, MemoryStore
+from calm_mail.plan.assign import Assigner, MemoryStore, record_exposures
 from calm_mail.plan.context import PlanContext, build_context
 from calm_mail.plan.output import explain, write_plan
 from calm_mail.plan.planner import plan_edition
@@ -231,7 +231,7 @@ def test_the_plan_counts_personalize_coverage_for_preflight(root: Path) -> None:
     from calm_mail.records import SkipCounter
 
     camp = e2e(root, "winddown_abc")
-    result = plan_edition(camp, EDITION, store=MemoryStore(), now=NOW, record=False)
+    result = plan_edition(camp, EDITION, store=MemoryStore(), now=NOW)
     eligible = {d.user_id for d in result.deliveries}
     lines = iter_recommendations(
         camp.input_path("recommendations", EDITION),
@@ -251,7 +251,7 @@ def test_a_retired_item_is_dropped_and_named_and_a_line_of_unknown_items_is_bad(
     root: Path,
 ) -> None:
     part = root / "data" / "demo" / "personalize" / EDITION.key / "part-00000.json.out"
-    before = plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW, record=False)
+    before = plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW)
     reader = next(d.user_id for d in before.deliveries if d.source is ContentSource.PERSONALIZE)
     lines = part.read_bytes().replace(b'"o1"', b'"retired"').splitlines(keepends=True)
     lines = [  # the line of a user whose email reads it holds nothing the catalog knows
@@ -261,7 +261,7 @@ def test_a_retired_item_is_dropped_and_named_and_a_line_of_unknown_items_is_bad(
         for raw in lines
     ]
     part.write_bytes(b"".join(lines))
-    result = plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW, record=False)
+    result = plan_edition(e2e(root), EDITION, store=MemoryStore(), now=NOW)
     skips = result.summary.skips["recommendations"]
     assert skips["skipped"]["unknown_items"] == 1  # that line; the retired item's lines stay
     dropped = skips["unknown_items_dropped"]
@@ -280,14 +280,19 @@ def test_a_retired_item_is_dropped_and_named_and_a_line_of_unknown_items_is_bad(
     # A catalog that misses more of the recommended ids than allowed stops the edition
     strict = e2e(root, inputs={"max_unknown_item_share": 0.01})
     with pytest.raises(InputError, match=r"not in .*catalog.*max_unknown_item_share.*retired"):
-        plan_edition(strict, EDITION, store=MemoryStore(), now=NOW, record=False)
+        plan_edition(strict, EDITION, store=MemoryStore(), now=NOW)
 
 
-def test_assignments_are_recorded_and_sticky_when_weights_change(root: Path) -> None:
+def test_a_plan_records_nothing_and_its_new_arms_are_sticky_once_recorded(root: Path) -> None:
     store = MemoryStore()
     camp = e2e(root)
     first = plan_edition(camp, EDITION, store=store, now=NOW)
-    recorded = store.get_assignments(camp.experiment.name, [d.user_id for d in first.deliveries])
+    assert store.assignments.arms == {} and store.assignments.experiments == {}
+    assert dict(first.new_assignments) == {d.user_id: d.arm for d in first.deliveries}
+    record_exposures(store.assignments, camp.experiment, EDITION.key, first.new_assignments)
+    recorded = store.assignments.get_assignments(
+        camp.experiment.name, [d.user_id for d in first.deliveries]
+    )
     assert recorded == {d.user_id: d.arm for d in first.deliveries}
     heavy = [
         {"name": "control", "weight": 99, "source": "editorial"},
@@ -296,12 +301,10 @@ def test_assignments_are_recorded_and_sticky_when_weights_change(root: Path) -> 
     changed = e2e(root, experiment={"arms": heavy})
     again = plan_edition(changed, EDITION, store=store, now=NOW)
     assert {d.user_id: d.arm for d in again.deliveries} == recorded
+    assert again.new_assignments == ()  # everyone planned is sticky already
     reseeded = e2e(root, experiment={"seed": "another-seed"})
     with pytest.raises(ConfigError, match="re-randomize"):
         plan_edition(reseeded, EDITION, store=store, now=NOW)
-    dry = MemoryStore()
-    plan_edition(camp, EDITION, store=dry, now=NOW, record=False)
-    assert dry.assignments.get(camp.experiment.name, {}) == {}
 
 
 def test_shards_partition_the_plan(root: Path) -> None:
@@ -336,15 +339,17 @@ def test_bad_personalize_output_stops_the_plan(root: Path) -> None:
 
 def test_plan_against_the_real_ledger(root: Path, ledger: Ledger) -> None:
     camp = e2e(root)
-    ledger.add_suppressions([("u002@example.com", "bounce", "test")])
+    ledger.suppressions.add_suppressions([("u002@example.com", "bounce", "test")])
     first = plan_edition(camp, EDITION, store=ledger, now=NOW)
     assert "u002" in {x.user_id for x in first.exclusions if x.reason == "suppressed"}
     ids = [d.user_id for d in first.deliveries]
-    assert ledger.get_assignments(camp.experiment.name, ids) == {
+    assert ledger.assignments.get_assignments(camp.experiment.name, ids) == {}  # reads only
+    record_exposures(ledger.assignments, camp.experiment, EDITION.key, first.new_assignments)
+    assert ledger.assignments.get_assignments(camp.experiment.name, ids) == {
         d.user_id: d.arm for d in first.deliveries
     }
     again = plan_edition(camp, EDITION, store=ledger, now=NOW)
-    assert again.deliveries == first.deliveries
+    assert again.deliveries == first.deliveries and again.new_assignments == ()
 
 
 def test_the_plan_is_every_user_planned_on_their_first_usable_line(tmp_path: Path) -> None:
@@ -360,7 +365,7 @@ def test_the_plan_is_every_user_planned_on_their_first_usable_line(tmp_path: Pat
     generate(tmp_path, users=1500, seed=11, edition="2026-W48", recs=120, parts=2)
     campaign = bench_campaign(REPO, tmp_path)
     ed = Edition.parse("2026-W48")
-    result = plan_edition(campaign, ed, store=MemoryStore(), now=NOW, record=False)
+    result = plan_edition(campaign, ed, store=MemoryStore(), now=NOW)
 
     inputs = planner._read_tables(campaign, ed, None)
     ctx = planner._context(campaign, ed, MemoryStore(), inputs, load_campaign_rules(campaign))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from calm_mail.campaign import Campaign
 from calm_mail.errors import UsageError
 from calm_mail.inputs import iter_audience
-from calm_mail.ops.pipeline import DRY_SUFFIX, ReadOnlyAssignments
+from calm_mail.ops.pipeline import DRY_SUFFIX
 from calm_mail.preview.personas import PERSONAS
 from calm_mail.preview.preview import EditionPreview, UnknownUser
 from calm_mail.records import SkipCounter
@@ -74,7 +74,7 @@ def test_preview_is_byte_identical_to_the_dry_run_send(campaign: Campaign, dry_r
         prepared = EditionPreview(
             campaign,
             EDITION,
-            store=ReadOnlyAssignments(ledger),
+            store=ledger,
             ledger_campaign=campaign.name + DRY_SUFFIX,
         )
         for user_id in users:
@@ -252,7 +252,7 @@ def test_a_changed_seed_is_refused_as_the_real_send_refuses_it(
 ) -> None:
     experiment = campaign.experiment
     with Ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
-        ledger.record_experiment(experiment.name, "an-older-seed", experiment.weights)
+        ledger.assignments.record_experiment(experiment.name, "an-older-seed", experiment.weights)
     result = cli(*PREVIEW, "--persona", "beginner")
     assert result.exit_code == 2
     assert "already ran with seed 'an-older-seed'" in result.stderr

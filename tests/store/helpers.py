@@ -6,9 +6,10 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from calm_mail.records import ContentSource, PlannedDelivery
+from calm_mail.records import ContentSource, Event, EventType, PlannedDelivery
 from calm_mail.store import Ledger
 
+CAMPAIGN = "weekly_winddown"
 EDITION = "2026-W48"
 SEND_AT = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
 
@@ -42,11 +43,37 @@ def plan(n: int, *, prefix: str = "u", edition: str = EDITION) -> list[PlannedDe
     return [planned(f"{prefix}{i}", edition=edition, arm=arms[i % 2]) for i in range(n)]
 
 
+def edition_id(ledger: Ledger, edition: str = EDITION) -> int:
+    return ledger.editions.ensure_edition(CAMPAIGN, edition, experiment="exp").edition_id
+
+
+def event(
+    event_id: str,
+    *,
+    delivery_id: str | None = "d1",
+    kind: EventType = EventType.DELIVERED,
+    edition: str = EDITION,
+    at: datetime = SEND_AT,
+) -> Event:
+    return Event(
+        event_id=event_id,
+        event_type=kind,
+        email="a@example.com",
+        occurred_at=at,
+        delivery_id=delivery_id,
+        campaign=CAMPAIGN,
+        edition=edition,
+        arm="control",
+        message_id="m1",
+        raw='{"event":"x"}',
+    )
+
+
 def claim_until_empty(url: str, edition_id: int, worker: str, limit: int) -> list[str]:
     """Claim in a loop until nothing is left; the delivery ids this worker got."""
     got: list[str] = []
     with Ledger.connect(url) as ledger:
-        while rows := ledger.claim(edition_id, worker=worker, limit=limit):
+        while rows := ledger.deliveries.claim(edition_id, worker=worker, limit=limit):
             got.extend(row.delivery_id for row in rows)
     return got
 
@@ -57,7 +84,7 @@ def process_claimer(url: str, edition_id: int, limit: int, barrier: Any, out: An
     with Ledger.connect(url) as ledger:
         barrier.wait(timeout=60)
         got: list[str] = []
-        while rows := ledger.claim(edition_id, worker=worker, limit=limit):
+        while rows := ledger.deliveries.claim(edition_id, worker=worker, limit=limit):
             got.extend(row.delivery_id for row in rows)
     out.put((worker, got))
 
@@ -65,7 +92,7 @@ def process_claimer(url: str, edition_id: int, limit: int, barrier: Any, out: An
 def crash_holding_lock(url: str, name: str, ttl_s: float) -> None:
     """A spawned process that takes a lease and dies without releasing it."""
     ledger = Ledger.connect(url)
-    if not ledger.acquire_lock(name, "crashed-holder", ttl_s):
+    if not ledger.locks.acquire_lock(name, "crashed-holder", ttl_s):
         os._exit(3)
     os._exit(0)  # no release, no close: like kill -9
 
@@ -73,5 +100,5 @@ def crash_holding_lock(url: str, name: str, ttl_s: float) -> None:
 def crash_in_session_lock(url: str, name: str, ttl_s: float) -> None:
     """A spawned process that dies inside `session_lock`."""
     ledger = Ledger.connect(url)
-    with ledger.session_lock(name, "crashed-holder", ttl_s) as got:
+    with ledger.locks.session_lock(name, "crashed-holder", ttl_s) as got:
         os._exit(0 if got else 3)

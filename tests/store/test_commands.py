@@ -41,7 +41,7 @@ def test_import_counts_new_repeated_and_bad_rows(tmp_path: Path, ledger_url: str
     code, out = run(["import", str(csv_file)], ledger_url, tmp_path)
     assert code == 0 and "0 new suppressions" in out
     with Ledger.connect(ledger_url) as ledger:
-        rows = {(r.email, r.reason, r.source) for r in ledger.list_suppressions()}
+        rows = {(r.email, r.reason, r.source) for r in ledger.suppressions.list_suppressions()}
     assert rows == {("a@example.com", "bounce", "old-esp"), ("b@example.com", "manual", "old-esp")}
     code, out = run(["list", "--limit", "1"], ledger_url, tmp_path)
     assert code == 0 and len(out.strip().splitlines()) == 1 and "@example.com" in out
@@ -94,7 +94,7 @@ def test_remove_lifts_one_reason_and_keeps_the_others(tmp_path, monkeypatch) -> 
     url = f"sqlite:///{tmp_path}/l.db"
     monkeypatch.setenv("CALM_MAIL_DATABASE_URL", url)
     with Ledger.connect(url) as ledger:
-        ledger.add_suppressions(
+        ledger.suppressions.add_suppressions(
             [("a@example.com", "blocked", "t"), ("a@example.com", "bounce", "t")]
         )
     result = CliRunner().invoke(
@@ -103,6 +103,6 @@ def test_remove_lifts_one_reason_and_keeps_the_others(tmp_path, monkeypatch) -> 
     assert result.exit_code == 0, result.output
     assert "still suppressed for bounce" in result.output
     with Ledger.connect(url) as ledger:
-        assert {(s.email, s.reason) for s in ledger.list_suppressions()} == {
+        assert {(s.email, s.reason) for s in ledger.suppressions.list_suppressions()} == {
             ("a@example.com", "bounce")
         }

@@ -20,8 +20,8 @@ CAMPAIGN = "weekly_winddown"
 
 
 def planned_edition(ledger: Ledger, n: int) -> tuple[int, set[str]]:
-    eid = ledger.ensure_edition(CAMPAIGN, EDITION, experiment="exp").edition_id
-    ledger.add_planned(eid, CAMPAIGN, plan(n))
+    eid = ledger.editions.ensure_edition(CAMPAIGN, EDITION, experiment="exp").edition_id
+    ledger.deliveries.add_planned(eid, CAMPAIGN, plan(n))
     return eid, {delivery_id_for(CAMPAIGN, EDITION, f"u{i}") for i in range(n)}
 
 
@@ -42,7 +42,7 @@ def test_threads_never_claim_a_row_twice(ledger: Ledger) -> None:
         got: list[str] = []
         try:
             barrier.wait(timeout=30)
-            while rows := ledger.claim(eid, worker=name, limit=7):
+            while rows := ledger.deliveries.claim(eid, worker=name, limit=7):
                 got.extend(r.delivery_id for r in rows)
         except BaseException as exc:  # re-raised below via the assertion
             errors.append(exc)
@@ -56,7 +56,10 @@ def test_threads_never_claim_a_row_twice(ledger: Ledger) -> None:
     assert errors == []
     assert_claimed_once(claims, expected)
     assert sum(1 for got in claims.values() if got) > 1  # they really competed
-    assert ledger.counts(eid) == {("claimed", "control"): 300, ("claimed", "personalized"): 300}
+    assert ledger.deliveries.counts(eid) == {
+        ("claimed", "control"): 300,
+        ("claimed", "personalized"): 300,
+    }
 
 
 def test_processes_never_claim_a_row_twice(ledger: Ledger, ledger_url: str) -> None:
@@ -86,13 +89,13 @@ def test_crashed_lock_holder_is_taken_over_after_ttl(ledger: Ledger, ledger_url:
     proc.join(timeout=60)
     assert proc.exitcode == 0
     taken_at = time.monotonic()
-    assert not ledger.acquire_lock("schedule", "next", ttl_s=30)  # the dead holder's lease
-    holder = ledger.lock_holder("schedule")
+    assert not ledger.locks.acquire_lock("schedule", "next", ttl_s=30)  # the dead holder's lease
+    holder = ledger.locks.lock_holder("schedule")
     assert holder is not None and holder[0] == "crashed-holder"
-    while not ledger.acquire_lock("schedule", "next", ttl_s=30):
+    while not ledger.locks.acquire_lock("schedule", "next", ttl_s=30):
         assert time.monotonic() - taken_at < ttl + 5, "the expired lease was never taken over"
         time.sleep(0.1)
-    holder = ledger.lock_holder("schedule")
+    holder = ledger.locks.lock_holder("schedule")
     assert holder is not None and holder[0] == "next"
 
 
@@ -102,7 +105,7 @@ def test_only_one_of_many_threads_gets_a_free_lock(ledger: Ledger) -> None:
 
     def contend(name: str) -> None:
         barrier.wait(timeout=30)
-        if ledger.acquire_lock("edition", name, ttl_s=60):
+        if ledger.locks.acquire_lock("edition", name, ttl_s=60):
             winners.append(name)
 
     threads = [threading.Thread(target=contend, args=(f"h{i}",)) for i in range(8)]
@@ -111,18 +114,18 @@ def test_only_one_of_many_threads_gets_a_free_lock(ledger: Ledger) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert len(winners) == 1
-    assert ledger.lock_holder("edition") is not None
+    assert ledger.locks.lock_holder("edition") is not None
 
 
 def test_session_lock_excludes_other_sessions(ledger: Ledger, ledger_url: str) -> None:
     with Ledger.connect(ledger_url) as other:
-        with ledger.session_lock("scheduler", "a", ttl_s=30) as got:
+        with ledger.locks.session_lock("scheduler", "a", ttl_s=30) as got:
             assert got
-            with other.session_lock("scheduler", "b", ttl_s=30) as got_too:
+            with other.locks.session_lock("scheduler", "b", ttl_s=30) as got_too:
                 assert not got_too
-            with other.session_lock("another", "b", ttl_s=30) as independent:
+            with other.locks.session_lock("another", "b", ttl_s=30) as independent:
                 assert independent
-        with other.session_lock("scheduler", "b", ttl_s=30) as got_after:
+        with other.locks.session_lock("scheduler", "b", ttl_s=30) as got_after:
             assert got_after
 
 
@@ -138,7 +141,7 @@ def test_session_lock_of_a_crashed_process(ledger: Ledger, ledger_url: str) -> N
     # The server ends a dead client's backend within moments; a lease waits for its ttl.
     deadline = died_at + (3 if ledger.dialect == "postgresql" else ttl + 5)
     while True:
-        with ledger.session_lock("scheduler", "next", ttl_s=30) as got:
+        with ledger.locks.session_lock("scheduler", "next", ttl_s=30) as got:
             if got:
                 break
         assert time.monotonic() < deadline, "the crashed holder's lock was never taken over"

@@ -41,8 +41,10 @@ def run_machine(ledger: Ledger) -> None:
         @initialize()
         def plan_edition(self) -> None:
             self.campaign = f"c{next(_campaigns)}"
-            self.eid = ledger.ensure_edition(self.campaign, EDITION, experiment="e").edition_id
-            ledger.add_planned(self.eid, self.campaign, plan(USERS))
+            self.eid = ledger.editions.ensure_edition(
+                self.campaign, EDITION, experiment="e"
+            ).edition_id
+            ledger.deliveries.add_planned(self.eid, self.campaign, plan(USERS))
             self.ids = [delivery_id_for(self.campaign, EDITION, f"u{i}") for i in range(USERS)]
             self.model = dict.fromkeys(self.ids, P)
             self.attempts = dict.fromkeys(self.ids, 0)
@@ -50,7 +52,7 @@ def run_machine(ledger: Ledger) -> None:
 
         @rule(limit=st.integers(0, 4))
         def claim(self, limit: int) -> None:
-            rows = ledger.claim(self.eid, worker="w", limit=limit)
+            rows = ledger.deliveries.claim(self.eid, worker="w", limit=limit)
             waiting = [d for d, state in self.model.items() if state is P]
             assert len(rows) == min(limit, len(waiting))
             for row in rows:
@@ -63,10 +65,10 @@ def run_machine(ledger: Ledger) -> None:
         def mark_sent(self, i: int) -> None:
             delivery_id = self.ids[i]
             allowed = self.model[delivery_id] is C
-            assert ledger.mark_sent(delivery_id, message_id=f"m{i}") is allowed
+            assert ledger.deliveries.mark_sent(delivery_id, message_id=f"m{i}") is allowed
             if allowed:
                 self.model[delivery_id] = S
-                row = ledger.get_delivery(delivery_id)
+                row = ledger.deliveries.get_delivery(delivery_id)
                 assert row is not None
                 self.sent[delivery_id] = row
 
@@ -74,7 +76,10 @@ def run_machine(ledger: Ledger) -> None:
         def mark_failed(self, i: int, retriable: bool) -> None:
             delivery_id = self.ids[i]
             allowed = self.model[delivery_id] is C
-            assert ledger.mark_failed(delivery_id, error="e", retriable=retriable) is allowed
+            assert (
+                ledger.deliveries.mark_failed(delivery_id, error="e", retriable=retriable)
+                is allowed
+            )
             if allowed:
                 self.model[delivery_id] = P if retriable else F
 
@@ -82,7 +87,7 @@ def run_machine(ledger: Ledger) -> None:
         def mark_skipped(self, i: int) -> None:
             delivery_id = self.ids[i]
             allowed = self.model[delivery_id] in (P, C)
-            assert ledger.mark_skipped(delivery_id, reason="r") is allowed
+            assert ledger.deliveries.mark_skipped(delivery_id, reason="r") is allowed
             if allowed:
                 self.model[delivery_id] = K
 
@@ -90,7 +95,7 @@ def run_machine(ledger: Ledger) -> None:
         def release(self, picks: set[int]) -> None:
             chosen = [self.ids[i] for i in picks]
             expected = [d for d in chosen if self.model[d] is C]
-            assert ledger.release_claims(chosen) == len(expected)
+            assert ledger.deliveries.release_claims(chosen) == len(expected)
             for delivery_id in expected:
                 self.model[delivery_id] = P
 
@@ -98,7 +103,7 @@ def run_machine(ledger: Ledger) -> None:
         def ledger_matches_model(self) -> None:
             if not hasattr(self, "eid"):
                 return
-            rows = {r.delivery_id: r for r in ledger.iter_deliveries(self.eid)}
+            rows = {r.delivery_id: r for r in ledger.deliveries.iter_deliveries(self.eid)}
             assert {d: r.state for d, r in rows.items()} == self.model
             for delivery_id, row in self.sent.items():
                 assert rows[delivery_id] == row  # a sent row never changes again

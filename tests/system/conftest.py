@@ -30,8 +30,7 @@ import pytest
 from calm_mail.edition import Edition
 from calm_mail.records import ContentSource, DeliveryState
 from calm_mail.sandbox import SandboxConfig, SandboxHandle, WebhookSigner, run_sandbox
-from calm_mail.store import Ledger
-from calm_mail.store.ledger import DeliveryRow
+from calm_mail.store import DeliveryRow, Ledger
 from calm_mail.store.locks import DEFAULT_TTL_S, lock_name
 from calm_mail.track.receiver import ReceiverConfig, create_receiver
 from calm_mail.track.server import serve_in_thread
@@ -163,8 +162,8 @@ class Stack:
 
     def recorded(self) -> int:
         """How many delivery rows of the edition the ledger holds (0 before the plan)."""
-        info = self.ledger.get_edition(CAMPAIGN, self.edition.key)
-        return 0 if info is None else sum(self.ledger.counts(info.edition_id).values())
+        info = self.ledger.editions.get_edition(CAMPAIGN, self.edition.key)
+        return 0 if info is None else sum(self.ledger.deliveries.counts(info.edition_id).values())
 
     def let_lease_expire(self) -> None:
         """Stand in for the DEFAULT_TTL_S seconds a killed sender's lease outlives it on SQLite.
@@ -176,8 +175,8 @@ class Stack:
         later = datetime.now(UTC) + timedelta(seconds=DEFAULT_TTL_S + 1)
         future = Ledger(self.ledger.engine, clock=lambda: later)
         name = lock_name(CAMPAIGN, self.edition)
-        if future.acquire_lock(name, "system-test", 1.0):
-            future.release_lock(name, "system-test")
+        if future.locks.acquire_lock(name, "system-test", 1.0):
+            future.locks.release_lock(name, "system-test")
 
     def settle(self) -> None:
         """Let every webhook event land and the grace period pass, so the next run can decide
@@ -186,8 +185,8 @@ class Stack:
         time.sleep(self.grace_s + 0.2)
 
     def rows(self) -> list[DeliveryRow]:
-        info = self.ledger.get_edition(CAMPAIGN, self.edition.key)
-        return [] if info is None else list(self.ledger.iter_deliveries(info.edition_id))
+        info = self.ledger.editions.get_edition(CAMPAIGN, self.edition.key)
+        return [] if info is None else list(self.ledger.deliveries.iter_deliveries(info.edition_id))
 
     def accepted(self) -> int:
         return len(self.sandbox.messages())

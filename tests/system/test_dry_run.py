@@ -55,11 +55,11 @@ def test_dry_run_writes_one_parseable_eml_per_recipient_and_a_manifest(
     _dry_run(system_root, ledger_url, outbox)
 
     with Ledger.connect(ledger_url) as ledger:
-        info = ledger.get_edition(CAMPAIGN + DRY_SUFFIX, EDITION.key)
+        info = ledger.editions.get_edition(CAMPAIGN + DRY_SUFFIX, EDITION.key)
         assert info is not None
         planned = [
             r
-            for r in ledger.iter_deliveries(info.edition_id)
+            for r in ledger.deliveries.iter_deliveries(info.edition_id)
             if r.source != str(ContentSource.HOLDOUT)
         ]
     assert len(planned) > 100
@@ -112,8 +112,11 @@ def test_dry_run_is_reproducible_byte_for_byte_and_leaves_the_real_edition_alone
     dry = _cli(system_root, ledger_url, "status", CAMPAIGN, "--edition", EDITION.key, "--dry-run")
     assert dry.exit_code == 0, dry.output
     with Ledger.connect(ledger_url) as ledger:
-        assert ledger.get_edition(CAMPAIGN, EDITION.key) is None
-        assert ledger.get_assignments("winddown-personalize-2026", list(_users(first))) == {}
+        assert ledger.editions.get_edition(CAMPAIGN, EDITION.key) is None
+        assert (
+            ledger.assignments.get_assignments("winddown-personalize-2026", list(_users(first)))
+            == {}
+        )
 
 
 def _users(outbox: Path) -> set[str]:

@@ -21,28 +21,42 @@ TS = int(time.time())
 
 
 @dataclass
-class MemorySink:
-    """A fake of the `Sink` protocol; `fail` makes add_events raise like a lost database."""
+class MemoryEvents:
+    """A fake of the ledger's `events`; `fail` makes add_events raise like a lost database."""
 
-    events: dict[str, Event] = field(default_factory=dict)
-    suppressions: dict[tuple[str, str], str] = field(default_factory=dict)
+    stored: dict[str, Event] = field(default_factory=dict)
     fail: bool = False
 
     def add_events(self, events: Sequence[Event]) -> int:
         if self.fail:
             raise ConnectionError("database is down")
-        new = [e for e in events if e.event_id not in self.events]
-        self.events.update((e.event_id, e) for e in new)
+        new = [e for e in events if e.event_id not in self.stored]
+        self.stored.update((e.event_id, e) for e in new)
         return len(new)
 
+
+@dataclass
+class MemorySuppressions:
+    """A fake of the ledger's `suppressions`: (email, reason) -> source."""
+
+    rows: dict[tuple[str, str], str] = field(default_factory=dict)
+
     def add_suppressions(self, rows: Iterable[tuple[str, str, str]]) -> int:
-        before = len(self.suppressions)
+        before = len(self.rows)
         for email, reason, source in rows:
-            self.suppressions.setdefault((email, reason), source)
-        return len(self.suppressions) - before
+            self.rows.setdefault((email, reason), source)
+        return len(self.rows) - before
 
     def remove_suppression(self, email: str, reason: str) -> None:
-        self.suppressions.pop((email, reason), None)
+        self.rows.pop((email, reason), None)
+
+
+@dataclass
+class MemorySink:
+    """A fake of the `Sink` protocol, shaped like the ledger."""
+
+    events: MemoryEvents = field(default_factory=MemoryEvents)
+    suppressions: MemorySuppressions = field(default_factory=MemorySuppressions)
 
 
 @dataclass

@@ -42,9 +42,9 @@ def test_events_import_json_array_twice_adds_nothing(ledger, ledger_url: str, tm
     assert f"rejected no_email: 1 (e.g. {export}[3])" in first.output
     assert again.exit_code == 0
     assert f"{export}: 0 new, 3 duplicate, 1 rejected" in again.output
-    events = {e.event_id: e for e in ledger.events_for("2026-W48", "weekly_winddown")}
+    events = {e.event_id: e for e in ledger.events.events_for("2026-W48", "weekly_winddown")}
     assert len(events) == 3 and events["ev-open-2"].machine_open
-    assert ledger.suppressed(["user3@example.com"]) == {"user3@example.com"}
+    assert ledger.suppressions.suppressed(["user3@example.com"]) == {"user3@example.com"}
 
 
 def test_events_import_json_lines_with_bad_lines_and_arrays(tmp_path: Path):
@@ -66,7 +66,7 @@ def test_events_import_json_lines_with_bad_lines_and_arrays(tmp_path: Path):
         "bad_json": [f"{export}:3"],
         "not_an_object": [f"{export}:4[1]"],
     }
-    assert sink.events["ev-mystery-4"].event_type is EventType.UNKNOWN
+    assert sink.events.stored["ev-mystery-4"].event_type is EventType.UNKNOWN
 
 
 def test_events_import_small_chunks_match_one_chunk(tmp_path: Path):
@@ -74,7 +74,7 @@ def test_events_import_small_chunks_match_one_chunk(tmp_path: Path):
     export.write_bytes(b"\n".join(orjson.dumps(sg_event(n)) for n in range(25)))
     sink = MemorySink()
     result = import_events(sink, str(export), chunk=4)
-    assert (result.new, len(sink.events)) == (25, 25)
+    assert (result.new, len(sink.events.stored)) == (25, 25)
 
 
 def test_events_import_refuses_what_is_not_events(ledger_url: str, tmp_path: Path):
@@ -133,7 +133,7 @@ def test_completions_import_twice_is_idempotent(ledger, ledger_url: str, tmp_pat
     assert f"bad bad_json: 1 (e.g. {folder / 'b.jsonl'}:2)" in first.output
     assert f"{good} row(s) read, 0 imported, {good} already present" in again.output
     rows = list(
-        ledger.completions_between(
+        ledger.completions.completions_between(
             datetime(2025, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
         )
     )

@@ -18,6 +18,7 @@ from calm_mail.store import Ledger
 from calm_mail.track.verify import SIGNATURE_HEADER, TIMESTAMP_HEADER, Credentials
 from tests.track.conftest import (
     TS,
+    MemoryEvents,
     MemorySink,
     Receiver,
     ServeReceiver,
@@ -27,7 +28,7 @@ from tests.track.conftest import (
 
 
 def stored(ledger: Ledger, edition: str = "2026-W48") -> dict[str, Event]:
-    return {e.event_id: e for e in ledger.events_for(edition, "weekly_winddown")}
+    return {e.event_id: e for e in ledger.events.events_for(edition, "weekly_winddown")}
 
 
 def test_valid_batch_is_stored_and_a_repeat_adds_nothing(ledger, serve_receiver: ServeReceiver):
@@ -97,7 +98,7 @@ def test_suppressions_follow_bounces_complaints_and_unsubscribes(ledger, serve_r
     with serve_receiver(ledger) as receiver:
         response = receiver.post(orjson.dumps(batch))
         assert response.status_code == 200, response.text
-        assert ledger.suppressed(addresses) == {
+        assert ledger.suppressions.suppressed(addresses) == {
             "hard@example.com",
             "user2@example.com",
             "user3@example.com",
@@ -107,10 +108,10 @@ def test_suppressions_follow_bounces_complaints_and_unsubscribes(ledger, serve_r
         }
         resubscribe = [sg_event(5, "group_resubscribe", asm_group_id=42, timestamp=TS + 60)]
         assert receiver.post(orjson.dumps(resubscribe)).status_code == 200
-    assert "user5@example.com" not in ledger.suppressed(addresses)
+    assert "user5@example.com" not in ledger.suppressions.suppressed(addresses)
     assert stored(ledger)["ev-bounce-2"].event_type is EventType.BLOCKED
     assert ("user2@example.com", "blocked") in {
-        (s.email, s.reason) for s in ledger.list_suppressions()
+        (s.email, s.reason) for s in ledger.suppressions.list_suppressions()
     }
 
 
@@ -163,7 +164,7 @@ def test_oversize_is_refused_while_streaming(serve_receiver: ServeReceiver):
             headers=receiver.signer.headers(b""),
         )
     assert response.status_code == 413
-    assert sink.events == {}
+    assert sink.events.stored == {}
 
 
 @pytest.mark.parametrize(
@@ -183,7 +184,7 @@ def test_malformed_bodies_are_400(body: bytes, why: str, serve_receiver: ServeRe
         response = receiver.post(body)
     assert response.status_code == 400
     assert why in response.json()["error"]
-    assert sink.events == {}
+    assert sink.events.stored == {}
 
 
 def test_partly_invalid_batch_stores_the_good_events(serve_receiver: ServeReceiver):
@@ -201,21 +202,21 @@ def test_partly_invalid_batch_stores_the_good_events(serve_receiver: ServeReceiv
     assert response.status_code == 200
     assert response.json()["rejected"] == {"no_email": 1, "not_an_object": 1}
     assert response.json()["ignored"] == {"account_event": 1}
-    assert list(sink.events) == ["ev-delivered-1"]
+    assert list(sink.events.stored) == ["ev-delivered-1"]
 
 
 def test_store_failure_is_503_and_the_retry_loses_nothing(serve_receiver: ServeReceiver):
-    sink = MemorySink(fail=True)
+    sink = MemorySink(MemoryEvents(fail=True))
     body = orjson.dumps([sg_event(1), sg_event(2, "bounce", type="bounce")])
     with serve_receiver(sink) as receiver:
         failed = receiver.post(body)
-        sink.fail = False
+        sink.events.fail = False
         retried = receiver.post(body)
     assert failed.status_code == 503
     assert "database is down" not in failed.text
     assert retried.status_code == 200
-    assert set(sink.events) == {"ev-delivered-1", "ev-bounce-2"}
-    assert ("user2@example.com", "bounce") in sink.suppressions
+    assert set(sink.events.stored) == {"ev-delivered-1", "ev-bounce-2"}
+    assert ("user2@example.com", "bounce") in sink.suppressions.rows
 
 
 def test_credentials_when_configured(
@@ -245,7 +246,7 @@ def test_insecure_mode_accepts_unsigned(serve_receiver: ServeReceiver):
     with serve_receiver(sink, public_key=None, insecure_no_signature=True) as receiver:
         response = receiver.post(orjson.dumps([sg_event(1)]), sign=False)
     assert response.status_code == 200
-    assert list(sink.events) == ["ev-delivered-1"]
+    assert list(sink.events.stored) == ["ev-delivered-1"]
 
 
 def test_healthz_and_wrong_method(serve_receiver: ServeReceiver):
