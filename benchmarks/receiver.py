@@ -46,11 +46,11 @@ def bench_receiver(ledger_url: str, n_events: int = 50_000, batch: int = 500) ->
     with _receiver_process(ledger_url, signer.public_key) as url:
         receiver_s = _post_all(url, bodies, signer)
     with Ledger.connect(ledger_url) as ledger:
-        stored = sum(1 for _ in ledger.events_for(f"bench-r{run}", "bench"))
+        stored = sum(1 for _ in ledger.events.events_for(f"bench-r{run}", "bench"))
         rows = [normalize(raw) for raw in _raw_events(f"b{run}", 0, n_events)]
         started = time.perf_counter()
         for start in range(0, n_events, batch):
-            ledger.add_events(rows[start : start + batch])
+            ledger.events.add_events(rows[start : start + batch])
         bare_s = time.perf_counter() - started
         dialect = ledger.dialect
     receiver_rate = n_events / receiver_s

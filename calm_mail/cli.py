@@ -118,7 +118,10 @@ def needs_extra(exc: ModuleNotFoundError) -> str:
 def _unavailable(name: str, why: str = "") -> click.Command:
     short = "(needs the sandbox extra)" if why else "(not available in this build)"
 
-    @click.command(name, short_help=short, help=why or short)
+    # Whatever options were given, the answer is why the command is missing.
+    settings = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+    @click.command(name, short_help=short, help=why or short, context_settings=settings)
     def missing() -> None:
         raise click.UsageError(why or f"'{name}' is not available in this build")
 

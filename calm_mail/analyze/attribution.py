@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from calm_mail.analyze.stats import ArmStat, mean_stat, proportion_stat
 from calm_mail.errors import InputError, UsageError
 from calm_mail.records import ContentSource, DeliveryState, EventType
+from calm_mail.store import schema
 
 HOLDOUT_REASON = "holdout"
 
@@ -538,8 +539,6 @@ def load_frames(
     Completions are read for the editions' users from the earliest send until every window of
     ``config`` has closed after the last send or event.
     """
-    from calm_mail.store import schema
-
     config = config or AttributionConfig()
     horizon = pd.Timedelta(hours=max(config.window_hours, config.hours_after_send)) + pd.Timedelta(
         days=config.days_after_send

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from calm_mail.demo.data import generate as run
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
 
@@ -42,8 +43,6 @@ def data() -> None:
 def generate(users: int, out: str, seed: int, edition: str | None, recs: int, parts: int) -> None:
     """Write a realistic, fictional data set: catalog, users, Personalize output, tastes,
     editorial picks and completions, plus manifest.json."""
-    from calm_mail.demo.data import generate as run
-
     key = Edition.parse(edition).key if edition else Edition.upcoming().key
     try:
         run(out, users=users, seed=seed, edition=key, recs=recs, parts=parts, progress=click.echo)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import click
+import uvicorn
 
 from calm_mail.campaign import project_root
 from calm_mail.errors import InputError
 from calm_mail.records import SkipCounter
+from calm_mail.store import Ledger
 from calm_mail.track.importer import describe_skips, import_completions, import_events
 from calm_mail.track.receiver import DEFAULT_MAX_BODY_BYTES, ReceiverConfig, create_receiver
 from calm_mail.track.verify import DEFAULT_MAX_AGE_S, Credentials, parse_basic_auth
-
-if TYPE_CHECKING:
-    from calm_mail.store import Ledger
 
 INSECURE_WARNING = "\n".join(
     [
@@ -28,8 +26,6 @@ INSECURE_WARNING = "\n".join(
 
 
 def _ledger(ctx: click.Context) -> Ledger:
-    from calm_mail.store import Ledger
-
     return Ledger.connect(None, root=project_root((ctx.obj or {}).get("root")))
 
 
@@ -96,8 +92,6 @@ def serve(
     insecure_no_signature: bool,
 ) -> None:
     """Run the Event Webhook receiver (POST /webhooks/sendgrid, GET /healthz)."""
-    import uvicorn
-
     credentials = Credentials(
         bearer_tokens=bearer_tokens, basic=parse_basic_auth(basic_auth) if basic_auth else None
     )

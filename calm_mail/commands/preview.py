@@ -20,6 +20,8 @@ from calm_mail.campaign import load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
 from calm_mail.preview.personas import PERSONAS
+from calm_mail.preview.preview import EditionPreview, NoEmail, describe_exclusion
+from calm_mail.preview.server import PreviewApp, serve_forever
 from calm_mail.store import Ledger
 
 DEFAULT_COMMAND = "show"
@@ -107,8 +109,6 @@ def show(
     as_text: bool,
 ) -> None:
     """Render one user's (or persona's) email of an edition, byte-identical to the real send."""
-    from calm_mail.preview.preview import EditionPreview, NoEmail, describe_exclusion
-
     if (user_id is None) == (persona is None):
         raise UsageError("preview: give exactly one of --user ID or --persona NAME")
     root = ctx.obj.get("root") if ctx.obj else None
@@ -153,8 +153,6 @@ def show(
 @click.pass_context
 def serve(ctx: click.Context, campaign: str, port: int, edition: str | None) -> None:
     """The editors' page on http://127.0.0.1:PORT/: every arm at desktop and mobile width."""
-    from calm_mail.preview.server import PreviewApp, serve_forever
-
     root = ctx.obj.get("root") if ctx.obj else None
     camp = load_campaign(campaign, root)
     with _store(project_root(root)) as store:

@@ -7,10 +7,14 @@ from pathlib import Path
 from typing import Protocol
 
 import click
+from rich.console import Console
 
+from calm_mail.analyze.attribution import AttributionConfig, compute_metrics, load_frames
+from calm_mail.analyze.report import build_report, render_html, render_terminal, to_json
 from calm_mail.campaign import Campaign, load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
+from calm_mail.store import Ledger
 
 
 class _Listed(Protocol):
@@ -60,10 +64,6 @@ def report(
     window_hours: float,
 ) -> None:
     """Read the experiment: funnel, lifts with CIs, SRM and MDE per arm."""
-    from calm_mail.analyze.attribution import AttributionConfig, compute_metrics, load_frames
-    from calm_mail.analyze.report import build_report, render_html, render_terminal, to_json
-    from calm_mail.store import Ledger
-
     if (edition is None) == (experiment is None):
         raise UsageError("report: give exactly one of --edition W or --experiment NAME")
     root = (ctx.obj or {}).get("root")
@@ -88,8 +88,6 @@ def report(
     if as_json:
         click.echo(to_json(built), nl=False)
     else:
-        from rich.console import Console
-
         Console().print(render_terminal(built))
         if html_path is not None:
             click.echo(f"HTML report written to {html_path}", err=True)

@@ -22,6 +22,9 @@ from rich.console import Console
 
 from calm_mail.campaign import Campaign, list_campaigns, load_campaign, project_root
 from calm_mail.errors import UsageError
+from calm_mail.ops.job import run_due_edition
+from calm_mail.ops.scheduler import next_runs, serve
+from calm_mail.store import Ledger
 
 console = Console(highlight=False)
 
@@ -81,16 +84,12 @@ def _log_runs() -> None:
 
 
 def _once(ctx: click.Context, name: str, root: str | None, clock_offset: float) -> None:
-    from calm_mail.ops.job import run_due_edition
-
     outcome = run_due_edition(name, root, clock_offset_s=clock_offset)
     console.print(f"{outcome.campaign} {outcome.edition}: {outcome.status} ({outcome.detail})")
     ctx.exit(outcome.exit_code)
 
 
 def _list(campaigns: list[Campaign], now: datetime, as_json: bool) -> None:
-    from calm_mail.ops.scheduler import next_runs
-
     rows = next_runs(campaigns, now)
     if as_json:
         click.echo(orjson.dumps([_row_dict(r) for r in rows]).decode())
@@ -117,9 +116,6 @@ def _fmt(at: datetime | None) -> str:
 
 
 def _foreground(campaigns: list[Campaign], root: str | None, clock_offset: float) -> None:
-    from calm_mail.ops.scheduler import serve
-    from calm_mail.store import Ledger
-
     hidden = {"clock_offset_s": clock_offset} if clock_offset else {}
     with Ledger.connect(None, root=project_root(root)) as ledger:
         console.print(

@@ -29,6 +29,7 @@ from typing import Any
 import jinja2
 from mjml import mjml2html
 
+from calm_mail.campaign import read_toml
 from calm_mail.errors import ConfigError, RenderError
 
 LAYOUT = "layout.mjml"
@@ -207,8 +208,6 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str
 
 def load_strings(directory: Path, locale: str) -> LocaleStrings:
     """Read `strings/<locale>.toml`. ConfigError (file: what) when missing or not TOML."""
-    from calm_mail.campaign import read_toml
-
     path = directory / STRINGS / f"{locale}.toml"
     if not path.exists():
         raise ConfigError(f"{path}: no strings for locale {locale!r}")

@@ -17,7 +17,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -356,8 +356,8 @@ class Engine:
 #: Young-generation threshold of the cyclic garbage collector while sending (CPython's default
 #: is 700). Each send allocates a few hundred container objects (aiohttp's request and response,
 #: the task, the message), so with the default the collector ran ~90 times per 1,000 sends,
-#: and its full passes walked the whole catalog, plan and composer caches: measured at 0.14 ms
-#: of the client's ~0.66 ms CPU per send against the sandbox (make bench, send section).
+#: and its full passes walked the whole catalog, plan and composer caches (the send section of
+#: `make bench` shows what that costs).
 SEND_GC_THRESHOLD = 50_000
 
 
@@ -399,6 +399,4 @@ def _reason(detail: str | None) -> str:
 
 
 def _with_batch(message: ComposedMessage, batch_id: str) -> ComposedMessage:
-    from dataclasses import replace
-
     return replace(message, batch_id=batch_id)

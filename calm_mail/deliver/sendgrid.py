@@ -1,10 +1,9 @@
 """SendGrid v3 over pooled keep-alive HTTP (aiohttp).
 
 Why not the official client for the HTTP layer: it opens a new connection per request, has no
-default timeout and never retries (shared/reference/sendgrid.md §4). Measured on this machine
-against a local server with 50 ms latency: aiohttp ~1,400 req/s versus httpx ~80 req/s at 200
-in flight (`make bench` prints the stock client next to ours). The official package is still
-used where it is good: its Event Webhook verifier (calm_mail.track).
+default timeout and never retries (shared/reference/sendgrid.md §4); `make bench` prints the
+stock client next to this one. The official package is still used where it is good: its Event
+Webhook verifier (calm_mail.track).
 
 Status handling, by what the caller should do:
 - 202/200: accepted; `X-Message-Id` is kept.

@@ -114,6 +114,7 @@ def _from_json(raw: bytes) -> Completion:
 
 
 def _parquet(path: str, skips: SkipCounter) -> Iterator[Completion]:
+    # pyarrow is slow to import, and only a Parquet history needs it
     import pyarrow as pa
     import pyarrow.parquet as pq
 

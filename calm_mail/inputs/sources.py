@@ -90,7 +90,7 @@ def _s3_error(exc: Exception, uri: str) -> InputError:
 
 def _open_raw(path: str) -> io.BufferedReader:
     if is_s3(path):
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # S3 only: botocore is slow
 
         bucket, key = split_s3(path)
         try:
@@ -170,7 +170,7 @@ def list_prefix(prefix: str, suffixes: tuple[str, ...]) -> list[str]:
 
 
 def _list_s3(prefix: str) -> Iterator[str]:
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # S3 only: botocore is slow
 
     bucket, key_prefix = split_s3(prefix)
     pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)

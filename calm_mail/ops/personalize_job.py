@@ -131,7 +131,7 @@ def start_batch_job(
 
     With `s3` and `user_ids`, the input file is uploaded first (only when no job exists yet).
     """
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError  # AWS only: botocore is slow to import
 
     cfg = settings(campaign)
     name = job_name(campaign.name, edition)

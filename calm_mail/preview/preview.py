@@ -23,6 +23,13 @@ from calm_mail.compose.composer import Composer
 from calm_mail.compose.templates import TemplateSet, load_template_set
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, UsageError
+from calm_mail.inputs import (
+    iter_audience,
+    iter_completions,
+    iter_recommendations,
+    read_catalog,
+    read_editorial,
+)
 from calm_mail.plan.assign import MemoryStore, refuse_changed_seed
 from calm_mail.plan.context import PlanContext, build_context, edition_instant
 from calm_mail.plan.eligibility import Eligibility
@@ -141,8 +148,6 @@ class EditionPreview:
         campaign's; a dry run records under ``<name>:dry-run``). Raises InputError/ConfigError
         like the planner when an input or template is wrong.
         """
-        from calm_mail.inputs import iter_completions, read_catalog, read_editorial
-
         self.campaign = campaign
         self.edition = edition if isinstance(edition, Edition) else Edition.parse(edition)
         self.store: PreviewStore = store or MemoryStore()  # a ledger with nothing in it
@@ -353,8 +358,6 @@ class EditionPreview:
     # ------------------------------------------------------------------ per-user lookups
 
     def _find_user(self, user_id: str) -> User:
-        from calm_mail.inputs import iter_audience
-
         path = self.campaign.input_path("audience", self.edition)
         for user in iter_audience(path, skips=SkipCounter()):
             if user.user_id == user_id:
@@ -368,8 +371,6 @@ class EditionPreview:
         """The user's first usable Personalize line (the planner's rule: the first wins)."""
         if not any(a.source is ContentSource.PERSONALIZE for a in self.campaign.experiment.arms):
             return None
-        from calm_mail.inputs import iter_recommendations
-
         prefix = self.campaign.input_path("recommendations", self.edition)
         for rec in iter_recommendations(
             prefix, skips=SkipCounter(), known_items=self.catalog.keys()
@@ -379,8 +380,6 @@ class EditionPreview:
         return None
 
     def _completed(self, user_id: str) -> frozenset[str]:
-        from calm_mail.inputs import iter_completions
-
         path = self.campaign.input_path("history", self.edition)
         rows = iter_completions(path, skips=SkipCounter())
         return frozenset(c.item_id for c in rows if c.user_id == user_id)

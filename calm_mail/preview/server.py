@@ -34,8 +34,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from calm_mail.campaign import Campaign, load_campaign
+from calm_mail.compose.lint import lint_templates
 from calm_mail.edition import Edition
 from calm_mail.errors import CalmMailError, UsageError
+from calm_mail.inputs import iter_audience
 from calm_mail.preview.personas import PERSONAS
 from calm_mail.preview.preview import (
     ArmPreview,
@@ -45,7 +47,7 @@ from calm_mail.preview.preview import (
     UserPreview,
     describe_exclusion,
 )
-from calm_mail.records import Item, TraceStep
+from calm_mail.records import Item, SkipCounter, TraceStep
 
 HOST = "127.0.0.1"
 PAGE = Path(__file__).with_name("page.html")
@@ -106,8 +108,6 @@ class PreviewApp:
     def lint(self) -> list[str]:
         """Template lint warnings (`calm-mail validate`'s template part), cached."""
         if self._lint is None:
-            from calm_mail.compose.lint import lint_templates
-
             catalog = next(iter(self._editions.values())).catalog if self._editions else None
             try:
                 self._lint = lint_templates(self.campaign, catalog)
@@ -386,9 +386,6 @@ def available_editions(campaign: Campaign) -> list[str]:
 
 def sample_users(campaign: Campaign, edition: str) -> list[str]:
     """The first audience ids, for the page's user picker (empty when unreadable)."""
-    from calm_mail.inputs import iter_audience
-    from calm_mail.records import SkipCounter
-
     out: list[str] = []
     try:
         for user in iter_audience(campaign.input_path("audience", edition), skips=SkipCounter()):
