@@ -40,7 +40,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,7 +156,7 @@ def serve(
     engine_or_url: Any,
     *,
     stop: threading.Event | None = None,
-    on_started: Any = None,
+    on_started: Callable[[BaseScheduler], None] | None = None,
     job_kwargs: dict[str, Any] | None = None,
 ) -> None:
     """Run the scheduler in the foreground until SIGTERM/SIGINT (or `stop` is set).

@@ -99,7 +99,8 @@ def _use_wal(cursor: Any, attempts: int = 50) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or attempt == attempts - 1:
                 raise
             time.sleep(0.02 * (attempt + 1))
 
