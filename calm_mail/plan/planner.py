@@ -234,7 +234,7 @@ def _context(
         completions=history,
         sticky=sticky,
         suppressed=suppressed,
-        last_sent=_last_sent(store, campaign, ed),
+        last_sent=last_sent(store, campaign, ed),
         rules=rules,
         users=audience.keys(),
     )
@@ -242,7 +242,7 @@ def _context(
     return ctx
 
 
-def _last_sent(store: PlannerStore, campaign: Campaign, ed: Edition) -> date | None:
+def last_sent(store: PlannerStore, campaign: Campaign, ed: Edition) -> date | None:
     """The send date of the campaign's last edition that mailed anyone."""
     info = store.editions.last_sent_edition(campaign.name, ed.key)
     return Edition.parse(info.edition).send_date if info is not None else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
 
 from calm_mail.campaign import Campaign
 from calm_mail.compose.composer import Composer
@@ -33,7 +32,7 @@ from calm_mail.inputs import (
 from calm_mail.plan.assign import MemoryStore, refuse_changed_seed
 from calm_mail.plan.context import PlanContext, build_context, edition_instant
 from calm_mail.plan.eligibility import Eligibility
-from calm_mail.plan.planner import PlannerStore
+from calm_mail.plan.planner import PlannerStore, last_sent
 from calm_mail.plan.rules import RuleSet, load_campaign_rules
 from calm_mail.plan.user import UserTrace, plan_user
 from calm_mail.preview.personas import Persona, get_persona, history, recommend
@@ -163,7 +162,7 @@ class EditionPreview:
             campaign.input_path("editorial", ed), ed.key, known_items=self.catalog
         )
         self.rules = rules or load_campaign_rules(campaign)
-        self.last_sent = _last_sent(self.store, campaign, ed)
+        self.last_sent = last_sent(self.store, campaign, ed)
         history_rows = iter_completions(
             campaign.input_path("history", ed), skips=self.skips["history"]
         )
@@ -396,12 +395,6 @@ def _rolled_up(steps: Sequence[TraceStep]) -> dict[str, str]:
             if marker in why:
                 out.setdefault(why.rsplit(marker, 1)[1].strip(), item_id)
     return out
-
-
-def _last_sent(store: PreviewStore, campaign: Campaign, ed: Edition) -> date | None:
-    """The send date of the campaign's last mailed edition, if any."""
-    info = store.editions.last_sent_edition(campaign.name, ed.key)
-    return Edition.parse(info.edition).send_date if info is not None else None
 
 
 #: Exclusion reasons (the planner's codes) in an editor's words.
