@@ -1,5 +1,6 @@
 """Composing the 6-card Weekly Winddown (MJML compiled once, Jinja per user) next to compiling
-the MJML for every user with mjml-python and, when present, MJML's JavaScript.
+the MJML for every user with mjml-python and, when present, MJML's JavaScript; and writing its
+.eml (a dry run's outbox) next to the `email` package writing it.
 
 `bench_render` times single calls in wall time (medians and p90s, kept in the details). The
 section's figures are CPU time per email, best of 3 loops, because a median of wall times per
@@ -19,6 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +32,9 @@ from mjml import mjml2html
 from benchmarks.core import BenchContext, Figure, Goal, Section
 from calm_mail.campaign import load_campaign, project_root
 from calm_mail.compose.composer import Composer
+from calm_mail.compose.mime import DELIVERY_HEADER, message_id, to_eml_bytes
 from calm_mail.compose.templates import CompiledLocale, expand_includes, html_environment
-from calm_mail.records import ContentSource, Item, PlannedDelivery
+from calm_mail.records import ComposedMessage, ContentSource, Item, PlannedDelivery
 
 EDITION = "2026-W27"
 CARDS = 6
@@ -139,6 +145,29 @@ class RenderCase:
         return lambda i: mjml2html(template.render(self.context), disable_comments=True, fonts={})
 
 
+def email_package_eml(msg: ComposedMessage) -> bytes:
+    """The .eml as the `email` package writes it (the baseline of calm_mail's own writer):
+    the same headers and parts, generated from an `EmailMessage`."""
+    out = EmailMessage(policy=policy.default)
+    local, _, domain = msg.from_email.rpartition("@")
+    out["From"] = Address(display_name=msg.from_name, username=local, domain=domain)
+    local, _, domain = msg.to_email.rpartition("@")
+    out["To"] = Address(username=local, domain=domain)
+    if msg.reply_to:
+        local, _, domain = msg.reply_to.rpartition("@")
+        out["Reply-To"] = Address(username=local, domain=domain)
+    out["Subject"] = msg.subject
+    out["Date"] = format_datetime(msg.send_at)
+    out["Message-ID"] = message_id(msg)
+    for name, value in msg.headers.items():
+        out[name] = value
+    out[DELIVERY_HEADER] = msg.delivery_id
+    out.set_content(msg.text, subtype="plain", charset="utf-8")
+    out.add_alternative(msg.html, subtype="html", charset="utf-8")
+    out.set_boundary(f"=_calm_{msg.delivery_id}")
+    return out.as_bytes(policy=policy.SMTP)
+
+
 def wall_us_per_call(call: Callable[[int], object], n: int) -> tuple[float, float]:
     """(median, p90) of `call(i)` in wall microseconds, after a short warm-up."""
     for i in range(min(50, n)):
@@ -240,14 +269,21 @@ def run_render(ctx: BenchContext) -> Section:
     compose_us = cpu_us_per_call(case.compose, n)
     mjml_us = cpu_us_per_call(case.mjml_python_per_user(), max(20, n // 4))
     js_us, js_note = medians["mjml_js_per_user_us_median"], medians["mjml_js"]
+    ctx.say(f"render: CPU time of writing {n:,} .eml files' bytes, and the email package's")
+    messages = [case.composer.compose(case.delivery, f"bench-{i:017d}") for i in range(200)]
+    eml_us = cpu_us_per_call(lambda i: to_eml_bytes(messages[i % 200]), n)
+    email_us = cpu_us_per_call(lambda i: email_package_eml(messages[i % 200]), max(20, n // 4))
     section = Section(
         name="render",
         title=f"Render - Weekly Winddown, {CARDS} cards",
         method=f"CPU time (time.process_time) per email, best of {ROUNDS} loops of {n:,} "
-        f"(MJML per user: {max(20, n // 4):,}); MJML JS: node's own median per call",
+        f"(MJML per user and the email package's .eml: {max(20, n // 4):,}); MJML JS: node's "
+        "own median per call",
         details={
             "compose_cpu_us": round(compose_us, 1),
             "mjml_python_per_user_cpu_us": round(mjml_us, 1),
+            "eml_cpu_us": round(eml_us, 1),
+            "eml_email_package_cpu_us": round(email_us, 1),
             "bench_render": medians,
         },
     )
@@ -269,6 +305,15 @@ def run_render(ctx: BenchContext) -> Section:
             baseline=1e6 / js_us if js_us else None,
             baseline_label="MJML JS per user",
             note="" if js_us else f"skipped: {js_note}",
+        ),
+        Figure(
+            key="render.eml_per_s",
+            label="render: .eml files/s (dry run, 1 core)",
+            value=1e6 / eml_us,
+            unit="emails/s",
+            baseline=1e6 / email_us,
+            baseline_label="email package",
+            goal=Goal(target=10, text=">= 10x the email package", on_ratio=True),
         ),
     ]
     return section

@@ -109,6 +109,12 @@ def _jsonable(obj: object) -> Any:
     type=click.Path(file_okay=False, path_type=Path),
     help="Outbox folder for --dry-run (default: out/outbox).",
 )
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --dry-run: compose everyone, write N .eml files (spread over arms and locales).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N in this run.")
 @click.option("--max-rate", type=click.FloatRange(min=0.1), help="Sends per second ceiling.")
 @click.option("--concurrency", type=click.IntRange(1, 512), help="Requests in flight at most.")
@@ -140,6 +146,7 @@ def run(
     edition: Edition,
     dry_run: bool,
     outbox: Path | None,
+    sample: int | None,
     limit: int | None,
     max_rate: float | None,
     concurrency: int | None,
@@ -165,6 +172,7 @@ def run(
         concurrency=concurrency,
         shard=_parse_shard(shard),
         resume=resume,
+        sample=sample,
     )
     with open_ledger(ctx) as ledger, _Progress(enabled=sys.stderr.isatty() and not as_json) as bar:
         report = run_edition(camp, edition, ledger, options, progress=bar)

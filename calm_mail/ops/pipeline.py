@@ -64,6 +64,13 @@ class RunOptions:
     should_stop: Callable[[], bool] | None = None  # polled: scheduler shutdown
     resume: bool = False  # continue an edition the circuit breaker (or an operator) paused
     circuit_seconds: float = 30.0  # how long a streak of failures lasts before it pauses
+    sample: int | None = None  # a dry run writes this many .eml files (every one is composed)
+
+    def __post_init__(self) -> None:
+        if self.sample is not None and not self.dry_run:
+            raise UsageError("--sample goes with --dry-run: a real run sends every message")
+        if self.sample is not None and self.sample < 1:
+            raise UsageError(f"--sample {self.sample}: need at least 1 .eml file")
 
 
 class Progress(Protocol):
@@ -139,6 +146,7 @@ class _Run:
         self.stage_cpu: dict[str, float] = {}
         self.preflight: PreflightReport | None = None
         self.lease_lost: Callable[[], bool] = lambda: False
+        self.outbox_files: tuple[int, int] | None = None  # (.eml written, composed)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -178,6 +186,7 @@ class _Run:
             preflight=self.preflight,
             stage_cpu=dict(self.stage_cpu),
             partial=self.options.shard is not None or self.options.limit is not None,
+            outbox_files=self.outbox_files,
         )
 
     def open_edition(self) -> EditionInfo:
@@ -262,6 +271,8 @@ class _Run:
         spent = time.process_time() - started
         self.stage_cpu["compose"] = composer.cpu
         self.stage_cpu["send"] = spent - composer.cpu
+        if isinstance(transport, OutboxTransport):
+            self.outbox_files = (transport.written, transport.composed)
         return reconciled, tally
 
     async def send(
@@ -407,7 +418,7 @@ def outbox_folder(campaign: Campaign, options: RunOptions) -> Path:
 
 def make_transport(campaign: Campaign, options: RunOptions) -> Transport:
     if options.dry_run:
-        return OutboxTransport(outbox_folder(campaign, options))
+        return OutboxTransport(outbox_folder(campaign, options), sample=options.sample)
     concurrency = options.concurrency or campaign.schedule.concurrency
     return SendGridTransport(
         require_api_key(options), host=options.api_host, concurrency=concurrency

@@ -34,6 +34,7 @@ class RunReport:
     # Process CPU seconds per stage: plan, preflight, record, compose, send, finish.
     stage_cpu: dict[str, float] = field(default_factory=dict)
     partial: bool = False  # a --shard or --limit run: the edition may go on without it
+    outbox_files: tuple[int, int] | None = None  # a dry run's (.eml files written, composed)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,9 @@ class RunReport:
             "counts": {f"{s}/{a}": n for (s, a), n in sorted(self.counts.items())},
             "reconciled": None if self.reconciled is None else asdict(self.reconciled),
             "outbox": str(self.outbox) if self.outbox else None,
+            "outbox_files": None
+            if self.outbox_files is None
+            else dict(zip(("written", "composed"), self.outbox_files, strict=True)),
             "warnings": self.warnings,
         }
 
@@ -98,7 +102,10 @@ def print_run_report(report: RunReport, console: Console) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]warning: {warning}[/yellow]")
     if report.outbox:
-        console.print(f"outbox: {report.outbox} (manifest.jsonl + one .eml per recipient)")
+        console.print(f"outbox: {report.outbox} (manifest.jsonl lists every recipient)")
+    if report.outbox_files is not None:
+        written, composed = report.outbox_files
+        console.print(f"  {written} .eml files written of {composed} composed")
 
 
 def _print_fates(report: RunReport, console: Console) -> None:

@@ -1,15 +1,21 @@
-"""SendGridTransport against the sandbox: each status maps to what the engine must do."""
+"""SendGridTransport against the sandbox: each status maps to what the engine must do; the
+outbox (the dry run's transport): its files, its manifest and its sample."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from calm_mail.compose.composer import Composer
+from calm_mail.deliver.outbox import MANIFEST, ManifestComposer, OutboxTransport, quotas
 from calm_mail.deliver.sendgrid import SendGridTransport, UnknownFate
 from calm_mail.errors import FatalDeliveryError, RecipientRejected, RetriableDeliveryError
 from calm_mail.records import ComposedMessage
@@ -134,3 +140,99 @@ def test_batch_pause_resume_cancel(sandbox_factory: Any) -> None:
         f"{sandbox.url}/v3/user/scheduled_sends", headers={"Authorization": f"Bearer {KEY}"}
     ).json()
     assert {"batch_id": batch, "status": "cancel"} in listed
+
+
+# --------------------------------------------------------------------------- outbox
+
+ARMS = ("control", "personalized")
+LOCALES = ("en-US", "fr-FR", "ja-JP")
+
+
+def _outbox_run(
+    folder: Path, composer: Composer, delivery: Any, order: list[int], sample: int | None
+) -> OutboxTransport:
+    """One dry run's outbox: recipient i of `order` is in arm i % 2 and locale i % 3."""
+    outbox = OutboxTransport(folder, sample=sample)
+    wrapped = ManifestComposer(composer, outbox)
+
+    async def go() -> None:
+        for i in order:
+            planned = delivery(
+                user_id=f"u-{i:03d}", arm=ARMS[i % 2], locale=LOCALES[i % 3], email=f"r{i}@x.io"
+            )
+            await outbox.send(wrapped.compose(planned, f"d{i:021d}"))
+        await outbox.aclose()
+
+    asyncio.run(go())
+    return outbox
+
+
+def _manifest(folder: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in (folder / MANIFEST).read_bytes().splitlines()]
+
+
+def test_outbox_writes_every_recipient_and_a_sorted_manifest(
+    tmp_path: Path, composer: Composer, delivery: Any
+) -> None:
+    outbox = _outbox_run(tmp_path, composer, delivery, [3, 1, 2, 0], sample=None)
+    rows = _manifest(tmp_path)
+    assert [row["user_id"] for row in rows] == ["u-000", "u-001", "u-002", "u-003"]
+    assert all(row["eml_written"] and (tmp_path / row["file"]).is_file() for row in rows)
+    assert [row["locale"] for row in rows] == ["en-US", "fr-FR", "ja-JP", "en-US"]
+    assert (outbox.written, outbox.composed) == (4, 4)
+
+
+def test_a_sample_is_the_same_whatever_order_the_sends_finish_in(
+    tmp_path: Path, composer: Composer, delivery: Any
+) -> None:
+    order = list(range(60))
+    shuffled = random.Random(7).sample(order, len(order))
+    first = _outbox_run(tmp_path / "a", composer, delivery, order, sample=8)
+    _outbox_run(tmp_path / "b", composer, delivery, shuffled, sample=8)
+    assert (tmp_path / "a" / MANIFEST).read_bytes() == (tmp_path / "b" / MANIFEST).read_bytes()
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.eml"))
+    assert names == sorted(p.name for p in (tmp_path / "b").glob("*.eml"))
+    assert len(names) == 8 and (first.written, first.composed) == (8, 60)
+    rows = _manifest(tmp_path / "a")
+    assert len(rows) == 60
+    written = {(row["arm"], row["locale"]) for row in rows if row["eml_written"]}
+    assert written == {(arm, locale) for arm in ARMS for locale in LOCALES}
+
+
+def test_a_sample_removes_the_files_an_earlier_run_wrote_for_the_others(
+    tmp_path: Path, composer: Composer, delivery: Any
+) -> None:
+    _outbox_run(tmp_path, composer, delivery, list(range(20)), sample=None)
+    _outbox_run(tmp_path, composer, delivery, list(range(20)), sample=3)
+    rows = _manifest(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.eml")) == sorted(
+        row["file"] for row in rows if row["eml_written"]
+    )
+    assert len(rows) == 20 and sum(row["eml_written"] for row in rows) == 3
+
+
+def test_quotas_cover_every_arm_first_then_every_group_then_share_by_size() -> None:
+    counts = {("control", "en"): 50, ("control", "fr"): 5, ("treat", "en"): 40, ("treat", "ja"): 1}
+    assert quotas(counts, 2) == {
+        ("control", "en"): 1,
+        ("control", "fr"): 0,
+        ("treat", "en"): 1,
+        ("treat", "ja"): 0,
+    }
+    four = quotas(counts, 4)
+    assert all(n == 1 for n in four.values())
+    twenty = quotas(counts, 20)
+    assert sum(twenty.values()) == 20 and twenty[("treat", "ja")] == 1
+    assert twenty[("control", "en")] > twenty[("treat", "en")] > twenty[("control", "fr")]
+    assert quotas(counts, 1000) == counts
+
+
+def test_a_message_the_outbox_cannot_write_is_this_recipients_problem(
+    tmp_path: Path, composer: Composer, delivery: Any
+) -> None:
+    message = _message(composer, delivery)
+    bad = dataclasses.replace(message, to_email="reader@example.com\nBcc: all@example.com")
+    outbox = OutboxTransport(tmp_path)
+    with pytest.raises(RecipientRejected, match="line break"):
+        asyncio.run(outbox.send(bad))
+    assert not list(tmp_path.glob("*.eml"))

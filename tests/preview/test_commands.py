@@ -44,10 +44,10 @@ def eml_parts(path: Path) -> tuple[str, str]:
 
 
 def as_mime_part(body: str) -> str:
-    """Python's email package ends every MIME part with one newline. The body must not hold
-    a CR of its own, or turning CRLF back into LF would not be exact."""
+    """A body as its outbox MIME part decodes (the same text). The body must not hold a CR
+    of its own, or turning CRLF back into LF would not be exact."""
     assert "\r" not in body
-    return body if body.endswith("\n") else body + "\n"
+    return body
 
 
 def pick_users(rows: dict[str, dict[str, Any]], per_kind: int = 3) -> list[str]:

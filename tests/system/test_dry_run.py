@@ -24,19 +24,11 @@ def _cli(root: Path, ledger_url: str, *args: str) -> Result:
     return CliRunner().invoke(main, ["--root", str(root), *args], env=env, catch_exceptions=False)
 
 
-def _dry_run(root: Path, ledger_url: str, outbox: Path) -> None:
-    result = _cli(
-        root,
-        ledger_url,
-        "run",
-        CAMPAIGN,
-        "--edition",
-        EDITION.key,
-        "--dry-run",
-        "--outbox",
-        str(outbox),
-    )
+def _dry_run(root: Path, ledger_url: str, outbox: Path, *more: str) -> Result:
+    args = ["run", CAMPAIGN, "--edition", EDITION.key, "--dry-run", "--outbox", str(outbox)]
+    result = _cli(root, ledger_url, *args, *more)
     assert result.exit_code == 0, result.output
+    return result
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -69,6 +61,7 @@ def test_dry_run_writes_one_parseable_eml_per_recipient_and_a_manifest(
     assert set(manifest) == {r.user_id for r in planned}
     emls = sorted(outbox.glob("*.eml"))
     assert len(emls) == len(planned)
+    assert all(row["eml_written"] for row in manifest.values())
 
     by_user = {r.user_id: r for r in planned}
     for user_id, row in manifest.items():
@@ -122,3 +115,54 @@ def test_dry_run_is_reproducible_byte_for_byte_and_leaves_the_real_edition_alone
 def _users(outbox: Path) -> set[str]:
     lines = (outbox / "manifest.jsonl").read_bytes().splitlines()
     return {orjson.loads(line)["user_id"] for line in lines}
+
+
+def test_a_sampled_dry_run_composes_everyone_and_writes_n_files_over_every_arm(
+    system_root: Path, tmp_path: Path, ledger_url: str
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    result = _dry_run(system_root, ledger_url, first, "--sample", "5")
+    lines = (first / "manifest.jsonl").read_bytes().splitlines()
+    rows = [orjson.loads(line) for line in lines]
+    assert len(rows) > 100
+    assert f"5 .eml files written of {len(rows)} composed" in result.output
+
+    with Ledger.connect(ledger_url) as ledger:
+        info = ledger.get_edition(CAMPAIGN + DRY_SUFFIX, EDITION.key)
+        assert info is not None
+        planned = {
+            r.user_id
+            for r in ledger.iter_deliveries(info.edition_id)
+            if r.source != str(ContentSource.HOLDOUT)
+        }
+    assert {row["user_id"] for row in rows} == planned
+    written = [row for row in rows if row["eml_written"]]
+    assert sorted(p.name for p in first.glob("*.eml")) == sorted(r["file"] for r in written)
+    assert len(written) == 5
+    assert (
+        {row["arm"] for row in written}
+        == {row["arm"] for row in rows}
+        == {
+            "control",
+            "personalized",
+        }
+    )
+    assert all(row["file"] is None for row in rows if not row["eml_written"])
+    for row in written:
+        message = message_from_bytes((first / row["file"]).read_bytes(), policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        assert message["X-Calm-Delivery-Id"] == row["delivery_id"]
+
+    _dry_run(system_root, ledger_url, second, "--sample", "5")
+    assert _hashes(second) == _hashes(first)
+    _dry_run(system_root, ledger_url, second)  # a full run, then a sample into the same folder
+    _dry_run(system_root, ledger_url, second, "--sample", "5")
+    assert _hashes(second) == _hashes(first)
+
+
+def test_sample_needs_dry_run(system_root: Path, ledger_url: str) -> None:
+    result = _cli(
+        system_root, ledger_url, "run", CAMPAIGN, "--edition", EDITION.key, "--sample", "5"
+    )
+    assert result.exit_code == 2
+    assert "--sample goes with --dry-run" in result.output
