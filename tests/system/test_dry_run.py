@@ -128,11 +128,11 @@ def test_a_sampled_dry_run_composes_everyone_and_writes_n_files_over_every_arm(
     assert f"5 .eml files written of {len(rows)} composed" in result.output
 
     with Ledger.connect(ledger_url) as ledger:
-        info = ledger.get_edition(CAMPAIGN + DRY_SUFFIX, EDITION.key)
+        info = ledger.editions.get_edition(CAMPAIGN + DRY_SUFFIX, EDITION.key)
         assert info is not None
         planned = {
             r.user_id
-            for r in ledger.iter_deliveries(info.edition_id)
+            for r in ledger.deliveries.iter_deliveries(info.edition_id)
             if r.source != str(ContentSource.HOLDOUT)
         }
     assert {row["user_id"] for row in rows} == planned
