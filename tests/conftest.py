@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,8 +58,22 @@ def _fresh_database(prefix: str, template: str | None = None) -> Iterator[str]:
     try:
         yield _with_database(server, name)
     finally:
-        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        _admin(server, drop)
+        _drop(server, name)
+
+
+def _drop(server: str, name: str, attempts: int = 40) -> None:
+    """Drop the database, connections and all. FORCE cannot end a backend the test's role does
+    not own (an autovacuum worker that just started on the new database, under load), so that
+    refusal is waited out for a few seconds: the worker ends by itself."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    for attempt in range(attempts):
+        try:
+            _admin(server, drop)
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")
