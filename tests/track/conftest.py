@@ -13,6 +13,7 @@ import pytest
 
 from calm_mail.records import Event
 from calm_mail.sandbox.webhook import WebhookSigner
+from calm_mail.store.events import EventsStored, RejectedEvent
 from calm_mail.track.receiver import ReceiverConfig, Sink, create_receiver
 from calm_mail.track.server import serve_in_thread
 from tests.s3server import s3_server  # noqa: F401 - re-exported fixture
@@ -22,17 +23,21 @@ TS = int(time.time())
 
 @dataclass
 class MemoryEvents:
-    """A fake of the ledger's `events`; `fail` makes add_events raise like a lost database."""
+    """A fake of the ledger's `events`; `fail` makes store raise like a lost database."""
 
     stored: dict[str, Event] = field(default_factory=dict)
+    kept_raw: dict[str, RejectedEvent] = field(default_factory=dict)
     fail: bool = False
 
-    def add_events(self, events: Sequence[Event]) -> int:
+    def store(
+        self, events: Sequence[Event], rejected: Sequence[RejectedEvent] = ()
+    ) -> EventsStored:
         if self.fail:
             raise ConnectionError("database is down")
         new = [e for e in events if e.event_id not in self.stored]
         self.stored.update((e.event_id, e) for e in new)
-        return len(new)
+        self.kept_raw.update((r.digest, r) for r in rejected)
+        return EventsStored(len(new))
 
 
 @dataclass

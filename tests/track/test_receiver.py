@@ -320,3 +320,88 @@ def test_junk_never_gets_a_500(
     assert status in {200, 400, 401, 403}, status
     if not sign:
         assert status != 200
+
+
+# ------------------------------------------------------------------ events the ledger cannot hold
+
+LONG = {"sg_event_id": 201, "email": 321, "delivery_id": 33, "arm": 101, "campaign": 201}
+LONG |= {"edition": 33, "sg_message_id": 201}
+
+
+def _long(key: str) -> dict[str, object]:
+    if key == "email":
+        return {"email": "a" * (LONG[key] - len("@example.com")) + "@example.com"}
+    return {key: "x" * LONG[key]}
+
+
+# (fields of the odd event, its reason in rejected_events; None: stored as an event)
+ODD_EVENTS: list[tuple[dict[str, object], str | None]] = [
+    *((_long(key), f"too_long_{key}") for key in LONG if key != "sg_event_id"),
+    (_long("sg_event_id"), None),  # the key becomes sha256: of it
+    ({"email": "nul\x00@example.com"}, "unstorable_email"),
+    ({"arm": "per\x00sonalized"}, "unstorable_arm"),
+    ({"reason": "550 no\x00such user"}, None),  # free text: the NUL becomes U+FFFD
+    ({"url": "https://x.example/\x00"}, None),
+    ({"sg_event_id": "ev\x00nul"}, None),
+]
+
+
+@pytest.mark.parametrize(("odd", "reason"), ODD_EVENTS, ids=[str(sorted(f)) for f, _ in ODD_EVENTS])
+def test_an_event_the_ledger_cannot_hold_never_takes_its_batch_down(
+    ledger: Ledger, serve_receiver: ServeReceiver, odd: dict[str, object], reason: str | None
+):
+    batch = [sg_event(1), sg_event(99, "bounce", type="bounce", **odd), sg_event(2, "open")]
+    body = orjson.dumps(batch)
+    with serve_receiver(ledger) as receiver:
+        first = receiver.post(body)
+        again = receiver.post(body)  # SendGrid's retry adds nothing
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200, again.text
+    events = stored(ledger)
+    assert {"ev-delivered-1", "ev-open-2"} <= set(events)
+    kept = list(ledger.events.rejected())
+    if reason is None:
+        assert first.json()["stored"] == 3 and first.json()["kept_raw"] == 0
+        (odd_event,) = (e for e in events.values() if e.email == batch[1]["email"])
+        assert orjson.loads(odd_event.raw) == batch[1]  # the raw keeps what SendGrid sent
+        assert "\x00" not in (odd_event.reason or "") + (odd_event.url or "")
+        assert kept == []
+    else:
+        assert first.json()["stored"] == 2
+        assert first.json()["kept_raw"] == 1 and first.json()["rejected"] == {reason: 1}
+        assert [(k.reason, orjson.loads(k.raw)) for k in kept] == [(reason, batch[1])]
+        assert ledger.events.rejected_counts() == {reason: 1}
+    assert again.json()["stored"] == 0
+
+
+def test_numbers_beyond_a_double_set_aside_only_their_event(
+    ledger: Ledger, serve_receiver: ServeReceiver
+):
+    good = orjson.dumps(sg_event(1))
+    when = b'{"email":"x@example.com","event":"open","timestamp":1e400}'  # no usable time
+    digits = orjson.dumps(sg_event(2))[:-1] + b',"n":' + b"9" * 5000 + b"}"
+    huge = orjson.dumps(sg_event(3))[:-1] + b',"asm_group_id":' + b"7" * 400 + b"}"
+    with serve_receiver(ledger) as receiver:
+        response = receiver.post(b"[" + b",".join([good, when, digits, huge]) + b"]")
+    assert response.status_code == 200, response.text
+    assert set(stored(ledger)) == {"ev-delivered-1"}
+    assert response.json()["rejected"] == {"bad_timestamp": 1, "number_out_of_range": 2}
+    assert ledger.events.rejected_counts() == {"number_out_of_range": 2}
+    assert response.json()["kept_raw"] == 2
+
+
+def test_long_group_ids_and_event_ids_still_suppress(ledger: Ledger, serve_receiver):
+    group = "g" * 300
+    batch = [
+        sg_event(1, "group_unsubscribe", asm_group_id=group, sg_event_id="e" * 200),
+        sg_event(2, "spamreport", sg_event_id="s" * 200),
+    ]
+    with serve_receiver(ledger) as receiver:
+        assert receiver.post(orjson.dumps(batch)).status_code == 200
+        assert ledger.suppressions.suppressed(["user1@example.com", "user2@example.com"]) == {
+            "user1@example.com",
+            "user2@example.com",
+        }
+        later = [sg_event(1, "group_resubscribe", asm_group_id=group, timestamp=TS + 60)]
+        assert receiver.post(orjson.dumps(later)).status_code == 200
+    assert ledger.suppressions.suppressed(["user1@example.com"]) == set()
