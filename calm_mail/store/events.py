@@ -187,8 +187,11 @@ def _insert_rejected(
 
 
 def _reason(exc: Exception) -> str:
-    orig = exc.orig if isinstance(exc, sa.exc.StatementError) else exc
-    return f"refused_by_database:{type(orig).__name__}"
+    """The same key on both databases: SQLAlchemy's class (DataError, IntegrityError), or the
+    error raised while binding the values."""
+    if isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
+        exc = exc.orig if isinstance(exc.orig, Exception) else exc
+    return f"refused_by_database:{type(exc).__name__}"
 
 
 def _event(row: sa.Row[Any]) -> Event:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -405,3 +407,116 @@ def test_long_group_ids_and_event_ids_still_suppress(ledger: Ledger, serve_recei
         later = [sg_event(1, "group_resubscribe", asm_group_id=group, timestamp=TS + 60)]
         assert receiver.post(orjson.dumps(later)).status_code == 200
     assert ledger.suppressions.suppressed(["user1@example.com"]) == set()
+
+
+def _repeat(piece: str, n: int) -> str:
+    return piece * n
+
+
+odd_text = st.one_of(
+    st.text(max_size=20),
+    st.builds(
+        _repeat, st.sampled_from(["x", "é", "\x00", "İ", "\ud800", "𝄞", " "]), st.integers(0, 420)
+    ),
+    st.text(st.sampled_from("a\x00\ud800\udfffé𝄞@ ."), max_size=40),
+)
+odd_values = st.one_of(
+    odd_text,
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),  # inf and nan: json.dumps writes Infinity and NaN
+    st.booleans(),
+    st.none(),
+    st.lists(odd_text, max_size=2),
+    st.dictionaries(odd_text, odd_text, max_size=2),
+)
+EVENT_KEYS = [
+    "event",
+    "email",
+    "timestamp",
+    "sg_event_id",
+    "sg_message_id",
+    "delivery_id",
+    "campaign",
+    "edition",
+    "arm",
+    "type",
+    "reason",
+    "url",
+    "asm_group_id",
+    "sg_machine_open",
+]
+odd_events = st.dictionaries(st.sampled_from(EVENT_KEYS), odd_values, max_size=6).map(
+    lambda fields: sg_event(0, "bounce", type="bounce") | fields
+)
+
+
+@pytest.fixture
+def ledger_receiver(ledger: Ledger, signer: WebhookSigner) -> Iterator[tuple[Ledger, Receiver]]:
+    """One receiver on the real ledger for every hypothesis example of a test."""
+    with running_receiver(ledger, signer) as receiver:
+        yield ledger, receiver
+
+
+NEIGHBOURS = iter(range(10**9))
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(odd=st.lists(odd_events, min_size=1, max_size=3), at=st.integers(0, 3))
+def test_odd_events_never_get_a_5xx_nor_lose_a_valid_neighbour(
+    ledger_receiver: tuple[Ledger, Receiver], odd: list[dict[str, object]], at: int
+) -> None:
+    ledger, receiver = ledger_receiver
+    n = next(NEIGHBOURS)
+    neighbour = sg_event(n, sg_event_id=f"neighbour-{n}", delivery_id=f"n{n}")
+    batch = [*odd[:at], neighbour, *odd[at:]]
+    response = receiver.post(json.dumps(batch).encode())  # ensure_ascii: surrogates escaped
+    assert response.status_code == 200, response.text
+    assert ledger.events.processed_delivery_ids([f"n{n}"]) == {f"n{n}"}
+    counts = response.json()
+    assert counts["kept_raw"] <= counts["received"]
+
+
+def _half_a_body(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """Send the headers and half of `body` on a raw socket, then close it."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [
+        "POST /webhooks/sendgrid HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[: len(body) // 2])
+        time.sleep(0.2)  # the receiver is now waiting for the rest
+
+
+@pytest.mark.parametrize("clients", [1, 3])
+def test_a_client_gone_mid_body_is_one_log_line_and_the_server_keeps_serving(
+    ledger: Ledger,
+    serve_receiver: ServeReceiver,
+    caplog: pytest.LogCaptureFixture,
+    clients: int,
+):
+    body = orjson.dumps([sg_event(n) for n in range(200)])
+    with serve_receiver(ledger) as receiver:
+        uvicorn_log = logging.getLogger("uvicorn")
+        uvicorn_log.addHandler(caplog.handler)  # uvicorn's loggers do not reach the root's
+        try:
+            with caplog.at_level(logging.DEBUG):
+                for _ in range(clients):
+                    _half_a_body(receiver.url, body, receiver.signer.headers(body))
+                time.sleep(0.3)
+                after = receiver.post(orjson.dumps([sg_event(1000)]))
+        finally:
+            uvicorn_log.removeHandler(caplog.handler)
+    assert after.status_code == 200, after.text
+    assert set(stored(ledger)) == {"ev-delivered-1000"}  # nothing of the broken body
+    assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+    gone = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert gone and all(r.levelno in (logging.INFO, logging.WARNING) for r in gone)
+    assert all(r.exc_info is None for r in caplog.records)
