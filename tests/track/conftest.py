@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -126,3 +127,19 @@ def sg_event(n: int, event: str = "delivered", **fields: object) -> dict[str, ob
     }
     base.update(fields)
     return base
+
+
+def half_a_body(url: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+    """POST to ``url + path`` on a raw socket: the headers and half of `body`, then close, as a
+    client that times out or is killed mid-request does."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[: len(body) // 2])
+        time.sleep(0.2)  # the server is now waiting for the rest

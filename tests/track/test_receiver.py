@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 
@@ -24,6 +23,7 @@ from tests.track.conftest import (
     MemorySink,
     Receiver,
     ServeReceiver,
+    half_a_body,
     running_receiver,
     sg_event,
 )
@@ -480,21 +480,6 @@ def test_odd_events_never_get_a_5xx_nor_lose_a_valid_neighbour(
     assert counts["kept_raw"] <= counts["received"]
 
 
-def _half_a_body(url: str, body: bytes, headers: dict[str, str]) -> None:
-    """Send the headers and half of `body` on a raw socket, then close it."""
-    host, port = url.removeprefix("http://").split(":")
-    lines = [
-        "POST /webhooks/sendgrid HTTP/1.1",
-        f"Host: {host}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[: len(body) // 2])
-        time.sleep(0.2)  # the receiver is now waiting for the rest
-
-
 @pytest.mark.parametrize("clients", [1, 3])
 def test_a_client_gone_mid_body_is_one_log_line_and_the_server_keeps_serving(
     ledger: Ledger,
@@ -509,7 +494,9 @@ def test_a_client_gone_mid_body_is_one_log_line_and_the_server_keeps_serving(
         try:
             with caplog.at_level(logging.DEBUG):
                 for _ in range(clients):
-                    _half_a_body(receiver.url, body, receiver.signer.headers(body))
+                    half_a_body(
+                        receiver.url, "/webhooks/sendgrid", body, receiver.signer.headers(body)
+                    )
                 time.sleep(0.3)
                 after = receiver.post(orjson.dumps([sg_event(1000)]))
         finally:
