@@ -239,20 +239,20 @@ def parse_timestamp(value: Any) -> datetime:
 def raw_text(raw: dict[Any, Any]) -> str:
     """The event object as JSON text (orjson re-serialization keeps every key and value).
 
-    An object orjson cannot write exactly (a lone surrogate, a number out of range: only from
-    a lenient parse) is `UnfitEvent`, its raw text written by ``json.dumps`` (ASCII, escaped)."""
-    if not _finite(raw):
-        raise UnfitEvent(
-            "number_out_of_range", "event holds a number out of range", ascii_json(raw)
-        )
-    try:
-        return orjson.dumps(raw).decode()
-    except TypeError as exc:  # lone surrogates; objects that did not come from JSON
+    An object orjson cannot write exactly (a number out of range, a lone surrogate, nesting
+    deeper than orjson writes: only from the lenient parse) is `UnfitEvent`, its raw text
+    written by ``json.dumps`` (ASCII, escaped); one not even that writes is `InvalidEvent`."""
+    reason = "" if _finite(raw) else "number_out_of_range"
+    if not reason:
         try:
-            text = ascii_json(raw)
-        except (TypeError, ValueError):
-            raise InvalidEvent("not_json", f"event is not JSON-serializable: {exc}") from exc
-        raise UnfitEvent("unstorable_text", "event holds a lone surrogate", text) from exc
+            return orjson.dumps(raw).decode()
+        except TypeError:  # lone surrogates, depth; objects that did not come from JSON
+            reason = "unstorable_text"
+    try:
+        text = ascii_json(raw)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent("not_json", f"event is not JSON-serializable: {exc}") from exc
+    raise UnfitEvent(reason, "event cannot be written back exactly as UTF-8 JSON", text)
 
 
 def ascii_json(value: object) -> str:

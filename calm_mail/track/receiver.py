@@ -12,8 +12,9 @@ its reason, in the same transaction as its neighbours, and counted in the answer
 503 means the database itself failed. A client that goes away mid-body is logged in one line and
 nothing is stored.
 
-Statuses: 200 stored (or all duplicates), 400 malformed, 401 missing/wrong credentials or missing
-signature headers, 403 wrong/garbled/stale signature, 413 too large, 503 storage failed.
+Statuses: 200 stored (or all duplicates, or kept raw), 400 malformed (or the client went away
+mid-body: nobody reads that answer), 401 missing/wrong credentials or missing signature headers,
+403 wrong/garbled/stale signature, 413 too large, 503 the database failed.
 """
 
 from __future__ import annotations
