@@ -135,11 +135,12 @@ def import_(ctx: click.Context, file: str) -> None:
         result = import_events(ledger, file)
     click.echo(
         f"{file}: {result.new} new, {result.duplicates} duplicate, "
-        f"{result.rejected.skipped} rejected, {sum(result.ignored.values())} ignored "
+        f"{result.rejected.skipped} rejected ({result.kept_raw} kept raw), "
+        f"{sum(result.ignored.values())} ignored "
         f"(account events), {result.suppressed} suppression(s) applied"
     )
     _echo_skips("rejected", result.rejected)
-    if result.rejected.skipped and not (result.new or result.duplicates):
+    if result.rejected.skipped and not (result.new or result.duplicates or result.kept_raw):
         raise InputError("no valid SendGrid event in the file", path=file)
 
 

@@ -35,7 +35,12 @@ def _experiments(conn: sa.Connection) -> None:
     schema.experiments.create(conn, checkfirst=True)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial, _experiments)
+def _rejected_events(conn: sa.Connection) -> None:
+    """Version 3: webhook events kept raw because the ledger cannot hold them as events."""
+    schema.rejected_events.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial, _experiments, _rejected_events)
 
 
 def current_version(conn: sa.Connection) -> int:

@@ -164,6 +164,18 @@ events = sa.Table(
     sa.Index("ix_events_campaign_edition", "campaign", "edition"),
 )
 
+# Webhook events the ledger could not hold as events (a value longer than its column, a NUL
+# character, a number out of range, or a row the database refused): kept raw with the reason,
+# once per raw text (``raw_sha256``), so a retried batch adds nothing.
+rejected_events = sa.Table(
+    "rejected_events",
+    metadata,
+    sa.Column("raw_sha256", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),  # JSON text, no NUL: either database holds it
+    _now_column("received_at"),
+)
+
 completions = sa.Table(
     "completions",
     metadata,

@@ -1,7 +1,8 @@
 """Loading exported event files and in-app completions into the ledger, idempotently.
 
 Event files go through the same normalize + store path as the receiver, so an import and a live
-webhook never disagree, and re-importing a file adds nothing (insert-or-ignore on event id).
+webhook never disagree (an event the ledger cannot hold is kept raw in ``rejected_events`` by
+both), and re-importing a file adds nothing (insert-or-ignore on event id and raw text).
 Completions come from `calm_mail.inputs.iter_completions` and are stored in chunks; the ledger
 ignores a (user, item, completed_at) it already has, so importing twice adds nothing either.
 """
@@ -20,7 +21,8 @@ from calm_mail.errors import InputError
 from calm_mail.inputs import iter_completions
 from calm_mail.inputs.sources import READ_ERRORS, open_source, read_error
 from calm_mail.records import Completion, Event, SkipCounter
-from calm_mail.track.normalize import InvalidEvent, SendGridEvents
+from calm_mail.store.events import RejectedEvent
+from calm_mail.track.normalize import InvalidEvent, SendGridEvents, UnfitEvent
 from calm_mail.track.receiver import Sink, store_events
 
 EVENT_CHUNK = 5_000
@@ -34,6 +36,7 @@ class EventImport:
     new: int = 0
     duplicates: int = 0
     suppressed: int = 0
+    kept_raw: int = 0  # of the rejected, those kept in rejected_events
     rejected: SkipCounter = field(default_factory=SkipCounter)
     ignored: Counter[str] = field(default_factory=Counter)
 
@@ -46,6 +49,7 @@ def import_events(sink: Sink, path: str, *, chunk: int = EVENT_CHUNK) -> EventIm
     """
     result = EventImport()
     pending: dict[str, Event] = {}
+    unfit: list[RejectedEvent] = []
     for place, item in _event_objects(path):
         result.rejected.seen()
         if item is _BAD_JSON:
@@ -58,24 +62,30 @@ def import_events(sink: Sink, path: str, *, chunk: int = EVENT_CHUNK) -> EventIm
                 result.ignored[exc.reason] += 1
             else:
                 result.rejected.add(exc.reason, place)
+            if isinstance(exc, UnfitEvent):
+                unfit.append(RejectedEvent(exc.reason, exc.raw))
             continue
         if event.event_id in pending:
             result.duplicates += 1
         pending[event.event_id] = event
-        if len(pending) >= chunk:
-            _store_chunk(sink, pending, result)
-    _store_chunk(sink, pending, result)
+        if len(pending) + len(unfit) >= chunk:
+            _store_chunk(sink, pending, unfit, result)
+    _store_chunk(sink, pending, unfit, result)
     return result
 
 
-def _store_chunk(sink: Sink, pending: dict[str, Event], result: EventImport) -> None:
-    if not pending:
+def _store_chunk(
+    sink: Sink, pending: dict[str, Event], unfit: list[RejectedEvent], result: EventImport
+) -> None:
+    if not pending and not unfit:
         return
-    stored = store_events(sink, list(pending.values()))
+    stored = store_events(sink, list(pending.values()), unfit)
     result.new += stored.new
     result.duplicates += stored.duplicates
     result.suppressed += stored.suppressed
+    result.kept_raw += stored.kept_raw
     pending.clear()
+    unfit.clear()
 
 
 _BAD_JSON = object()  # stands for a line that is not JSON

@@ -6,12 +6,20 @@ transaction, in a worker thread) -> apply suppressions -> 200. Every refusal is 
 with its status; a storage failure is 503 so SendGrid retries (its retries are deduplicated by
 event id, and suppression changes are idempotent, so a retry never doubles anything).
 
-Statuses: 200 stored (or all duplicates), 400 malformed, 401 missing/wrong credentials or missing
-signature headers, 403 wrong/garbled/stale signature, 413 too large, 503 storage failed.
+One event never decides the fate of its batch: an event the ledger cannot hold (a value longer
+than its column, a NUL character, a number out of range) is kept raw in ``rejected_events`` with
+its reason, in the same transaction as its neighbours, and counted in the answer's ``kept_raw``;
+503 means the database itself failed. A client that goes away mid-body is logged in one line and
+nothing is stored.
+
+Statuses: 200 stored (or all duplicates, or kept raw), 400 malformed (or the client went away
+mid-body: nobody reads that answer), 401 missing/wrong credentials or missing signature headers,
+403 wrong/garbled/stale signature, 413 too large, 503 the database failed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -22,12 +30,13 @@ from typing import Protocol, runtime_checkable
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from calm_mail.errors import ConfigError, WebhookError
 from calm_mail.records import Event
+from calm_mail.store.events import EventsStored, RejectedEvent
 from calm_mail.track.normalize import NormalizedBatch, normalize_batch
 from calm_mail.track.suppress import suppression_changes
 from calm_mail.track.verify import DEFAULT_MAX_AGE_S, Credentials, SignatureVerifier, decode_body
@@ -39,8 +48,11 @@ PATHS = ("/webhooks/sendgrid", "/")
 
 
 class EventStore(Protocol):
-    def add_events(self, events: Sequence[Event]) -> int:
-        """Insert-or-ignore by event id, in one transaction; returns how many were new."""
+    def store(
+        self, events: Sequence[Event], rejected: Sequence[RejectedEvent] = ()
+    ) -> EventsStored:
+        """Insert-or-ignore events by event id and `rejected` by raw text, in one transaction;
+        a row the database refuses is kept raw too (counted as `refused`), never raised."""
         ...
 
 
@@ -77,25 +89,37 @@ class StoreResult:
     new: int
     suppressed: int
     unsuppressed: int
+    kept_raw: int = 0  # objects kept in rejected_events: unfit ones and rows the database refused
+    refused: int = 0  # of `received`, the events the database refused (also in `kept_raw`)
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.new
+        return self.received - self.new - self.refused
 
 
-def store_events(sink: Sink, events: Sequence[Event]) -> StoreResult:
-    """Store `events`, then apply their suppression changes. Blocking; safe to repeat.
+def store_events(
+    sink: Sink, events: Sequence[Event], unfit: Sequence[RejectedEvent] = ()
+) -> StoreResult:
+    """Store `events` and keep `unfit` objects raw, then apply the events' suppression changes.
+    Blocking; safe to repeat.
 
     Suppressions come after the events commit; if they fail the caller reports failure, and the
     retry finds the events already stored and applies the (idempotent) suppressions again.
     """
-    new = sink.events.add_events(events) if events else 0
+    stored = sink.events.store(events, unfit) if events or unfit else EventsStored(0)
     changes = suppression_changes(events)
     if changes.add:
         sink.suppressions.add_suppressions(changes.add)
     for email, reason in changes.remove:
         sink.suppressions.remove_suppression(email, reason)
-    return StoreResult(len(events), new, len(changes.add), len(changes.remove))
+    return StoreResult(
+        received=len(events),
+        new=stored.new,
+        suppressed=len(changes.add),
+        unsuppressed=len(changes.remove),
+        kept_raw=len(unfit) + stored.refused,
+        refused=stored.refused,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,16 +171,20 @@ def create_receiver(sink: Sink | Callable[[], OwnedSink], config: ReceiverConfig
             batch = await _admit(request, config, verifier)
         except WebhookError as exc:
             return _refuse(exc)
+        except ClientDisconnect:
+            # Expected (a client timed out or was killed): nothing was read whole, nothing stored.
+            log.info("webhook client disconnected before its body was complete; nothing stored")
+            return JSONResponse({"error": "client disconnected"}, status_code=400)
         target = state.get("sink") or (sink if isinstance(sink, Sink) else None)
         if target is None:
             return JSONResponse({"error": "not ready, retry"}, status_code=503)
         try:
-            result = await run_in_threadpool(store_events, target, batch.events)
+            result = await run_in_threadpool(store_events, target, batch.events, batch.unfit)
         except Exception as exc:
             # Never lose an event: 503 makes SendGrid retry this batch later.
             log.error(
                 "storing %d events failed (%s); answered 503",
-                len(batch.events),
+                len(batch.events) + len(batch.unfit),
                 type(exc).__name__,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
@@ -213,10 +241,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_batch(body: bytes) -> NormalizedBatch:
     """A JSON array of event objects -> normalized batch; 400 if not an array or all invalid."""
-    try:
-        items = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise WebhookError("body is not JSON", status=400) from exc
+    items = loads(body)
     if not isinstance(items, list):
         raise WebhookError("body is not a JSON array of events", status=400)
     batch = normalize_batch(items)
@@ -224,6 +249,28 @@ def parse_batch(body: bytes) -> NormalizedBatch:
         reasons = ", ".join(f"{k}: {n}" for k, n in sorted(batch.rejected.counts.items()))
         raise WebhookError(f"no valid event in the batch ({reasons})", status=400)
     return batch
+
+
+def loads(body: bytes) -> object:
+    """Parse JSON with orjson; JSON it refuses (a number beyond a double, a lone surrogate) with
+    the standard parser, so one such event is set aside by normalization instead of refusing
+    its whole batch. 400 if the body is not JSON at all."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body, parse_int=_parse_int)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise WebhookError("body is not JSON", status=400) from exc
+
+
+def _parse_int(digits: str) -> int | float:
+    """An integer as orjson reads it: exact within 64 bits, else a float (infinite if huge),
+    never Python's 4,300-digit ValueError."""
+    if len(digits.lstrip("-")) <= 19:
+        return int(digits)
+    return float(digits)
 
 
 def _refuse(exc: WebhookError) -> JSONResponse:
@@ -239,6 +286,7 @@ def _summary(batch: NormalizedBatch, result: StoreResult) -> dict[str, object]:
         "stored": result.new,
         "duplicates": result.duplicates + batch.in_batch_duplicates,
         "rejected": dict(batch.rejected.counts),
+        "kept_raw": result.kept_raw,
         "ignored": dict(batch.ignored),
         "suppressed": result.suppressed,
         "unsuppressed": result.unsuppressed,

@@ -13,12 +13,18 @@ those with ``calm-mail suppressions remove EMAIL --reason blocked``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from calm_mail.records import Event, EventType
+from calm_mail.store import schema
+
+# The suppression row's columns: a reason or source longer than these would fail the batch.
+_REASON_LIMIT = getattr(schema.suppressions.c.reason.type, "length", 64)
+_SOURCE_LIMIT = getattr(schema.suppressions.c.source.type, "length", 200)
 
 #: Event type -> suppression reason (group events get ``:<asm_group_id>`` appended).
 SUPPRESSING: Mapping[EventType, str] = {
@@ -83,9 +89,16 @@ def _group_reason(event: Event) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         group = None
     if isinstance(group, int | str) and not isinstance(group, bool) and str(group).strip():
-        return f"group_unsubscribe:{str(group).strip()}"
+        reason = f"group_unsubscribe:{str(group).strip()}"
+        if len(reason) <= _REASON_LIMIT and "\x00" not in reason and reason.isprintable():
+            return reason
+        # An id that cannot be the key as is: one deterministic key per group id, so that a
+        # resubscribe to the same group still lifts it.
+        digest = hashlib.sha256(str(group).encode("utf-8", "surrogatepass")).hexdigest()
+        return f"group_unsubscribe:sha256:{digest[:32]}"
     return "group_unsubscribe"
 
 
 def _source(event: Event) -> str:
-    return f"sendgrid:{event.event_type.value}:{event.event_id}"
+    """Where a suppression came from, cut to its column (the event id may use all of its own)."""
+    return f"sendgrid:{event.event_type.value}:{event.event_id}"[:_SOURCE_LIMIT]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, timedelta
+from typing import overload
 
 import pytest
 import sqlalchemy as sa
 
-from calm_mail.records import EventType
+from calm_mail.records import Event, EventType
 from calm_mail.store import Ledger
 from calm_mail.store import schema as s
+from calm_mail.store.events import EventsStored, RejectedEvent
 from tests.store.helpers import CAMPAIGN, EDITION, SEND_AT, event
 
 
@@ -58,9 +61,49 @@ def test_processed_delivery_ids(ledger: Ledger) -> None:
     assert ledger.events.processed_delivery_ids([]) == set()
 
 
-def test_add_events_is_one_transaction(ledger: Ledger) -> None:
+def test_a_row_the_database_refuses_is_kept_raw_and_its_neighbours_stored(ledger: Ledger) -> None:
     bad = event("e2")
-    object.__setattr__(bad, "email", None)  # violates NOT NULL: the whole call must fail
-    with pytest.raises(sa.exc.IntegrityError):
-        ledger.events.add_events([event("e1"), bad])
+    object.__setattr__(bad, "email", None)  # violates NOT NULL on both databases
+    object.__setattr__(bad, "raw", '{"event":"bad"}')
+    long = event("e3")
+    object.__setattr__(long, "email", "a" * 400 + "@example.com")  # longer than its column
+    stored = ledger.events.store([event("e1"), bad, long, event("e4")])
+    got = {e.event_id for e in ledger.events.events_for(EDITION, CAMPAIGN)}
+    kept = {r.raw: r.reason for r in ledger.events.rejected()}
+    assert {"e1", "e4"} <= got and "e2" not in got
+    assert kept['{"event":"bad"}'] == "refused_by_database:IntegrityError"
+    # SQLite does not enforce a VARCHAR's length, PostgreSQL does: kept either way, never lost.
+    assert ("e3" in got) != (long.raw in kept and ledger.dialect == "postgresql")
+    assert stored.new == len(got) and stored.refused == len(kept)
+    again = ledger.events.store([event("e1"), bad, long, event("e4")])
+    assert (again.new, again.refused) == (0, stored.refused)
+    assert len(list(ledger.events.rejected())) == len(kept)  # a retry adds nothing
+
+
+class Breaks(Sequence[Event]):
+    """A batch whose reading fails after its first event, like a lost connection midway."""
+
+    def __init__(self, first: Event) -> None:
+        self.first = first
+
+    def __len__(self) -> int:
+        return 2
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        if index == 0:
+            return self.first
+        raise ConnectionError("gone")
+
+
+def test_store_is_one_transaction(ledger: Ledger) -> None:
+    kept = RejectedEvent("too_long_arm", '{"arm":"x"}')
+    with pytest.raises(ConnectionError):
+        ledger.events.store(Breaks(event("e1")), [kept])
     assert list(ledger.events.events_for(EDITION, CAMPAIGN)) == []
+    assert list(ledger.events.rejected()) == []
+    assert ledger.events.store([event("e1")], [kept, kept]) == EventsStored(1, 0)
+    assert ledger.events.rejected_counts() == {"too_long_arm": 1}

@@ -97,3 +97,28 @@ def test_datetimes_come_back_aware_utc(ledger: Ledger) -> None:
 def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="aware"):
         list(ledger.completions.completions_between(datetime(2026, 1, 1), datetime(2026, 1, 2)))
+
+
+def test_sqlite_commits_are_durable(ledger: Ledger) -> None:
+    """Every pooled SQLite connection syncs the WAL at each commit (synchronous=FULL), so the
+    receiver's 2xx and the engine's sent-marks survive a power loss; PostgreSQL's commits are
+    durable by the server's own default (synchronous_commit=on)."""
+    if ledger.dialect != "sqlite":
+        with ledger.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        return
+    with ledger.engine.connect() as one, ledger.engine.connect() as two:
+        for conn in (one, two):
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_a_ledger_of_version_2_gains_rejected_events(ledger_url: str) -> None:
+    with Ledger.connect(ledger_url) as ledger, ledger.engine.begin() as conn:
+        s.rejected_events.drop(conn)  # as a calm-mail before version 3 left it
+        conn.execute(sa.delete(s.schema_version).where(s.schema_version.c.version == 3))
+    with Ledger.connect(ledger_url) as ledger:
+        with ledger.engine.connect() as conn:
+            assert current_version(conn) == 3 == len(MIGRATIONS)
+            assert s.rejected_events.name in sa.inspect(conn).get_table_names()
+        assert ledger.events.rejected_counts() == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -13,6 +14,7 @@ import pytest
 
 from calm_mail.records import Event
 from calm_mail.sandbox.webhook import WebhookSigner
+from calm_mail.store.events import EventsStored, RejectedEvent
 from calm_mail.track.receiver import ReceiverConfig, Sink, create_receiver
 from calm_mail.track.server import serve_in_thread
 from tests.s3server import s3_server  # noqa: F401 - re-exported fixture
@@ -22,17 +24,21 @@ TS = int(time.time())
 
 @dataclass
 class MemoryEvents:
-    """A fake of the ledger's `events`; `fail` makes add_events raise like a lost database."""
+    """A fake of the ledger's `events`; `fail` makes store raise like a lost database."""
 
     stored: dict[str, Event] = field(default_factory=dict)
+    kept_raw: dict[str, RejectedEvent] = field(default_factory=dict)
     fail: bool = False
 
-    def add_events(self, events: Sequence[Event]) -> int:
+    def store(
+        self, events: Sequence[Event], rejected: Sequence[RejectedEvent] = ()
+    ) -> EventsStored:
         if self.fail:
             raise ConnectionError("database is down")
         new = [e for e in events if e.event_id not in self.stored]
         self.stored.update((e.event_id, e) for e in new)
-        return len(new)
+        self.kept_raw.update((r.digest, r) for r in rejected)
+        return EventsStored(len(new))
 
 
 @dataclass
@@ -121,3 +127,19 @@ def sg_event(n: int, event: str = "delivered", **fields: object) -> dict[str, ob
     }
     base.update(fields)
     return base
+
+
+def half_a_body(url: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+    """POST to ``url + path`` on a raw socket: the headers and half of `body`, then close, as a
+    client that times out or is killed mid-request does."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[: len(body) // 2])
+        time.sleep(0.2)  # the server is now waiting for the rest

@@ -156,3 +156,20 @@ def test_completions_import_from_s3(ledger_url: str, tmp_path: Path, s3_server: 
     assert first.exit_code == 0, first.output
     assert f"{good} imported" in first.output and "0 imported" in again.output
     assert f"bad bad_json: 1 (e.g. {prefix}b.jsonl:2)" in first.output
+
+
+def test_events_import_keeps_an_event_the_ledger_cannot_hold_raw_like_the_receiver(
+    ledger, ledger_url: str, tmp_path: Path
+):
+    odd = sg_event(2, arm="a" * 101)
+    export = tmp_path / "events.jsonl"
+    export.write_bytes(b"\n".join(orjson.dumps(e) for e in (sg_event(1), odd, sg_event(3))))
+    first = cli(ledger_url, tmp_path, "events", "import", str(export))
+    again = cli(ledger_url, tmp_path, "events", "import", str(export))
+    assert first.exit_code == 0 and again.exit_code == 0, first.output
+    assert "2 new" in first.output and "1 rejected (1 kept raw)" in first.output
+    assert "0 new" in again.output
+    stored = {e.event_id for e in ledger.events.events_for("2026-W48", "weekly_winddown")}
+    assert stored == {"ev-delivered-1", "ev-delivered-3"}
+    assert [orjson.loads(r.raw) for r in ledger.events.rejected()] == [odd]
+    assert ledger.events.rejected_counts() == {"too_long_arm": 1}

@@ -10,7 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from calm_mail.records import EventType
-from calm_mail.track.normalize import InvalidEvent, normalize, normalize_batch
+from calm_mail.store import schema
+from calm_mail.track.normalize import (
+    KEY_LIMITS,
+    InvalidEvent,
+    UnfitEvent,
+    normalize,
+    normalize_batch,
+    unstorable,
+)
 
 TS = 1_764_000_000
 
@@ -134,8 +142,64 @@ def test_batch_counts_rejects_ignores_account_events_and_drops_repeats() -> None
     assert not normalize_batch([{"event": "account_status_change"}]).all_invalid
 
 
+def test_key_limits_are_the_columns() -> None:
+    assert KEY_LIMITS == {
+        "email": 320,
+        "delivery_id": 32,
+        "campaign": 200,
+        "edition": 32,
+        "arm": 100,
+        "sg_message_id": 200,
+    }
+    assert schema.events.c.message_id.type.length == KEY_LIMITS["sg_message_id"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("key", sorted(KEY_LIMITS))
+def test_a_key_longer_than_its_column_is_unfit_and_keeps_its_raw(key: str) -> None:
+    value = "x" * KEY_LIMITS[key] + ("@example.com" if key == "email" else "")
+    fits = raw(event="open", **{key: value[-KEY_LIMITS[key] :]})
+    assert normalize(fits)  # exactly at the limit is fine
+    obj = raw(event="open", **{key: value + "x"})
+    with pytest.raises(UnfitEvent) as info:
+        normalize(obj)
+    assert info.value.reason == f"too_long_{key}"
+    assert orjson.loads(info.value.raw) == obj
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "a\ud800b"])
+@pytest.mark.parametrize("key", sorted(KEY_LIMITS))
+def test_a_key_with_nul_or_a_lone_surrogate_is_unfit(key: str, text: str) -> None:
+    with pytest.raises(UnfitEvent) as info:
+        normalize(raw(event="open", **{key: text + ("@x" if key == "email" else "")}))
+    assert info.value.reason in {f"unstorable_{key}", "unstorable_text"}
+    assert not unstorable(info.value.raw)
+
+
+def test_an_email_that_lowercases_longer_than_its_column_is_unfit() -> None:
+    email = "\u0130" * 300 + "@example.com"  # İ lowercases to two characters
+    assert len(email) <= KEY_LIMITS["email"] < len(email.lower())
+    with pytest.raises(UnfitEvent):
+        normalize(raw(event="open", email=email))
+
+
+def test_values_that_are_not_keys_are_made_to_fit() -> None:
+    long_id = "e" * 500
+    event = normalize(raw(event="bounce", sg_event_id=long_id, reason="5\x00x", url="u\x00"))
+    assert event.event_id.startswith("sha256:") and len(event.event_id) <= 200
+    assert normalize(raw(event="open", sg_event_id=long_id)).event_id == event.event_id
+    assert normalize(raw(event="open", sg_event_id="n\x00")).event_id.startswith("sha256:")
+    assert (event.reason, event.url) == ("5\ufffdx", "u\ufffd")
+    assert orjson.loads(event.raw)["reason"] == "5\x00x"  # the raw keeps what SendGrid sent
+
+
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.text(st.sampled_from("a\x00\ud800İ@"), max_size=8)
+    | st.builds(lambda c, n: c * n, st.sampled_from(["x", "\x00", "é"]), st.integers(0, 400)),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )
@@ -171,3 +235,9 @@ def test_junk_never_raises(items: list[object]) -> None:
     for event in batch.events:
         assert event.occurred_at.tzinfo is not None
         assert isinstance(orjson.loads(event.raw), dict)
+        keys = [event.email, event.delivery_id, event.campaign, event.edition, event.arm]
+        for text in [event.event_id, *keys, event.message_id, event.url, event.reason, event.raw]:
+            assert text is None or not unstorable(text)
+        assert len(event.event_id) <= 200 and len(event.email.lower()) <= 320
+    assert len(batch.unfit) <= batch.rejected.skipped
+    assert all(not unstorable(kept.raw) for kept in batch.unfit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import orjson
@@ -22,6 +23,7 @@ from tests.track.conftest import (
     MemorySink,
     Receiver,
     ServeReceiver,
+    half_a_body,
     running_receiver,
     sg_event,
 )
@@ -320,3 +322,188 @@ def test_junk_never_gets_a_500(
     assert status in {200, 400, 401, 403}, status
     if not sign:
         assert status != 200
+
+
+# ------------------------------------------------------------------ events the ledger cannot hold
+
+LONG = {"sg_event_id": 201, "email": 321, "delivery_id": 33, "arm": 101, "campaign": 201}
+LONG |= {"edition": 33, "sg_message_id": 201}
+
+
+def _long(key: str) -> dict[str, object]:
+    if key == "email":
+        return {"email": "a" * (LONG[key] - len("@example.com")) + "@example.com"}
+    return {key: "x" * LONG[key]}
+
+
+# (fields of the odd event, its reason in rejected_events; None: stored as an event)
+ODD_EVENTS: list[tuple[dict[str, object], str | None]] = [
+    *((_long(key), f"too_long_{key}") for key in LONG if key != "sg_event_id"),
+    (_long("sg_event_id"), None),  # the key becomes sha256: of it
+    ({"email": "nul\x00@example.com"}, "unstorable_email"),
+    ({"arm": "per\x00sonalized"}, "unstorable_arm"),
+    ({"reason": "550 no\x00such user"}, None),  # free text: the NUL becomes U+FFFD
+    ({"url": "https://x.example/\x00"}, None),
+    ({"sg_event_id": "ev\x00nul"}, None),
+]
+
+
+@pytest.mark.parametrize(("odd", "reason"), ODD_EVENTS, ids=[str(sorted(f)) for f, _ in ODD_EVENTS])
+def test_an_event_the_ledger_cannot_hold_never_takes_its_batch_down(
+    ledger: Ledger, serve_receiver: ServeReceiver, odd: dict[str, object], reason: str | None
+):
+    batch = [sg_event(1), sg_event(99, "bounce", type="bounce", **odd), sg_event(2, "open")]
+    body = orjson.dumps(batch)
+    with serve_receiver(ledger) as receiver:
+        first = receiver.post(body)
+        again = receiver.post(body)  # SendGrid's retry adds nothing
+    assert first.status_code == 200, first.text
+    assert again.status_code == 200, again.text
+    events = stored(ledger)
+    assert {"ev-delivered-1", "ev-open-2"} <= set(events)
+    kept = list(ledger.events.rejected())
+    if reason is None:
+        assert first.json()["stored"] == 3 and first.json()["kept_raw"] == 0
+        (odd_event,) = (e for e in events.values() if e.email == batch[1]["email"])
+        assert orjson.loads(odd_event.raw) == batch[1]  # the raw keeps what SendGrid sent
+        assert "\x00" not in (odd_event.reason or "") + (odd_event.url or "")
+        assert kept == []
+    else:
+        assert first.json()["stored"] == 2
+        assert first.json()["kept_raw"] == 1 and first.json()["rejected"] == {reason: 1}
+        assert [(k.reason, orjson.loads(k.raw)) for k in kept] == [(reason, batch[1])]
+        assert ledger.events.rejected_counts() == {reason: 1}
+    assert again.json()["stored"] == 0
+
+
+def test_numbers_beyond_a_double_set_aside_only_their_event(
+    ledger: Ledger, serve_receiver: ServeReceiver
+):
+    good = orjson.dumps(sg_event(1))
+    when = b'{"email":"x@example.com","event":"open","timestamp":1e400}'  # no usable time
+    digits = orjson.dumps(sg_event(2))[:-1] + b',"n":' + b"9" * 5000 + b"}"
+    huge = orjson.dumps(sg_event(3))[:-1] + b',"asm_group_id":' + b"7" * 400 + b"}"
+    with serve_receiver(ledger) as receiver:
+        response = receiver.post(b"[" + b",".join([good, when, digits, huge]) + b"]")
+    assert response.status_code == 200, response.text
+    assert set(stored(ledger)) == {"ev-delivered-1"}
+    assert response.json()["rejected"] == {"bad_timestamp": 1, "number_out_of_range": 2}
+    assert ledger.events.rejected_counts() == {"number_out_of_range": 2}
+    assert response.json()["kept_raw"] == 2
+
+
+def test_long_group_ids_and_event_ids_still_suppress(ledger: Ledger, serve_receiver):
+    group = "g" * 300
+    batch = [
+        sg_event(1, "group_unsubscribe", asm_group_id=group, sg_event_id="e" * 200),
+        sg_event(2, "spamreport", sg_event_id="s" * 200),
+    ]
+    with serve_receiver(ledger) as receiver:
+        assert receiver.post(orjson.dumps(batch)).status_code == 200
+        assert ledger.suppressions.suppressed(["user1@example.com", "user2@example.com"]) == {
+            "user1@example.com",
+            "user2@example.com",
+        }
+        later = [sg_event(1, "group_resubscribe", asm_group_id=group, timestamp=TS + 60)]
+        assert receiver.post(orjson.dumps(later)).status_code == 200
+    assert ledger.suppressions.suppressed(["user1@example.com"]) == set()
+
+
+def _repeat(piece: str, n: int) -> str:
+    return piece * n
+
+
+odd_text = st.one_of(
+    st.text(max_size=20),
+    st.builds(
+        _repeat, st.sampled_from(["x", "é", "\x00", "İ", "\ud800", "𝄞", " "]), st.integers(0, 420)
+    ),
+    st.text(st.sampled_from("a\x00\ud800\udfffé𝄞@ ."), max_size=40),
+)
+odd_values = st.one_of(
+    odd_text,
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(),  # inf and nan: json.dumps writes Infinity and NaN
+    st.booleans(),
+    st.none(),
+    st.lists(odd_text, max_size=2),
+    st.dictionaries(odd_text, odd_text, max_size=2),
+)
+EVENT_KEYS = [
+    "event",
+    "email",
+    "timestamp",
+    "sg_event_id",
+    "sg_message_id",
+    "delivery_id",
+    "campaign",
+    "edition",
+    "arm",
+    "type",
+    "reason",
+    "url",
+    "asm_group_id",
+    "sg_machine_open",
+]
+odd_events = st.dictionaries(st.sampled_from(EVENT_KEYS), odd_values, max_size=6).map(
+    lambda fields: sg_event(0, "bounce", type="bounce") | fields
+)
+
+
+@pytest.fixture
+def ledger_receiver(ledger: Ledger, signer: WebhookSigner) -> Iterator[tuple[Ledger, Receiver]]:
+    """One receiver on the real ledger for every hypothesis example of a test."""
+    with running_receiver(ledger, signer) as receiver:
+        yield ledger, receiver
+
+
+NEIGHBOURS = iter(range(10**9))
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(odd=st.lists(odd_events, min_size=1, max_size=3), at=st.integers(0, 3))
+def test_odd_events_never_get_a_5xx_nor_lose_a_valid_neighbour(
+    ledger_receiver: tuple[Ledger, Receiver], odd: list[dict[str, object]], at: int
+) -> None:
+    ledger, receiver = ledger_receiver
+    n = next(NEIGHBOURS)
+    neighbour = sg_event(n, sg_event_id=f"neighbour-{n}", delivery_id=f"n{n}")
+    batch = [*odd[:at], neighbour, *odd[at:]]
+    response = receiver.post(json.dumps(batch).encode())  # ensure_ascii: surrogates escaped
+    assert response.status_code == 200, response.text
+    assert ledger.events.processed_delivery_ids([f"n{n}"]) == {f"n{n}"}
+    counts = response.json()
+    assert counts["kept_raw"] <= counts["received"]
+
+
+@pytest.mark.parametrize("clients", [1, 3])
+def test_a_client_gone_mid_body_is_one_log_line_and_the_server_keeps_serving(
+    ledger: Ledger,
+    serve_receiver: ServeReceiver,
+    caplog: pytest.LogCaptureFixture,
+    clients: int,
+):
+    body = orjson.dumps([sg_event(n) for n in range(200)])
+    with serve_receiver(ledger) as receiver:
+        uvicorn_log = logging.getLogger("uvicorn")
+        uvicorn_log.addHandler(caplog.handler)  # uvicorn's loggers do not reach the root's
+        try:
+            with caplog.at_level(logging.DEBUG):
+                for _ in range(clients):
+                    half_a_body(
+                        receiver.url, "/webhooks/sendgrid", body, receiver.signer.headers(body)
+                    )
+                time.sleep(0.3)
+                after = receiver.post(orjson.dumps([sg_event(1000)]))
+        finally:
+            uvicorn_log.removeHandler(caplog.handler)
+    assert after.status_code == 200, after.text
+    assert set(stored(ledger)) == {"ev-delivered-1000"}  # nothing of the broken body
+    assert "Traceback" not in caplog.text and "Exception in ASGI" not in caplog.text
+    gone = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert gone and all(r.levelno in (logging.INFO, logging.WARNING) for r in gone)
+    assert all(r.exc_info is None for r in caplog.records)
