@@ -8,11 +8,12 @@ import errno
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -164,7 +165,7 @@ def test_any_name_is_written_or_refused_clearly(tmp_path: Path, name: str) -> No
         assert (tmp_path / "fuzz" / name).read_bytes() == b"x\n"
 
 
-def _read_in_thread(path: Path) -> object:
+def _read_in_thread(path: Path) -> Callable[[], bytes]:
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(path.read_bytes()), daemon=True)
     reader.start()
@@ -201,55 +202,55 @@ def root(tmp_path: Path, demo_data: Path) -> Path:
     return make_root(tmp_path, demo_data)
 
 
-def _plan(root: Path, out: str) -> object:
+def _plan(root: Path, out: str) -> Result:
     return invoke(root, "plan", "weekly_winddown", "--edition", EDITION, "--out", out)
 
 
 def test_plan_out_a_device_stays_a_device(root: Path, tmp_path: Path) -> None:
     node = _null_device(tmp_path)
-    ok(_plan(root, str(node)))  # type: ignore[arg-type]
+    ok(_plan(root, str(node)))
     assert stat.S_ISCHR(os.stat(node).st_mode)
 
 
 def test_plan_out_dev_null(root: Path) -> None:
-    ok(_plan(root, os.devnull))  # type: ignore[arg-type]
+    ok(_plan(root, os.devnull))
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
 def test_plan_out_a_fifo_and_a_file_and_stdout_get_the_same_bytes(
     root: Path, tmp_path: Path
 ) -> None:
-    ok(_plan(root, str(tmp_path / "plan.jsonl")))  # type: ignore[arg-type]
+    ok(_plan(root, str(tmp_path / "plan.jsonl")))
     expected = (tmp_path / "plan.jsonl").read_bytes()
     assert expected.count(b"\n") > 100
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = _read_in_thread(fifo)
-    ok(_plan(root, str(fifo)))  # type: ignore[arg-type]
-    assert got() == expected  # type: ignore[operator]
+    ok(_plan(root, str(fifo)))
+    assert got() == expected
     dashed = _plan(root, "-")
-    ok(dashed)  # type: ignore[arg-type]
-    assert dashed.stdout_bytes == expected  # type: ignore[attr-defined]
-    assert "users" in dashed.stderr  # type: ignore[attr-defined]  # the summary went aside
+    ok(dashed)
+    assert dashed.stdout_bytes == expected
+    assert "users" in dashed.stderr  # the summary went aside
 
 
 def test_plan_out_keeps_the_mode(root: Path, tmp_path: Path, umask: int) -> None:
     new = tmp_path / "new.jsonl"
-    ok(_plan(root, str(new)))  # type: ignore[arg-type]
+    ok(_plan(root, str(new)))
     assert _mode(new) == 0o666 & ~umask
     old = tmp_path / "old.jsonl"
     old.write_bytes(b"old\n")
     old.chmod(0o644)
-    ok(_plan(root, str(old)))  # type: ignore[arg-type]
+    ok(_plan(root, str(old)))
     assert _mode(old) == 0o644 and old.read_bytes() != b"old\n"
 
 
 def test_plan_out_a_directory_is_refused(root: Path, tmp_path: Path) -> None:
-    message = mistake(_plan(root, str(tmp_path)))  # type: ignore[arg-type]
+    message = mistake(_plan(root, str(tmp_path)))
     assert "directory" in message
 
 
 def test_plan_out_under_a_file_is_refused(root: Path, tmp_path: Path) -> None:
     (tmp_path / "a-file").write_bytes(b"")
-    message = mistake(_plan(root, str(tmp_path / "a-file" / "plan.jsonl")))  # type: ignore[arg-type]
+    message = mistake(_plan(root, str(tmp_path / "a-file" / "plan.jsonl")))
     assert "a-file/plan.jsonl" in message and "cannot write" in message
