@@ -60,8 +60,8 @@ def validate(ctx: click.Context, campaign: str, edition: Edition) -> None:
 @edition_option
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the plan (JSON Lines; Parquet when the name ends in .parquet).",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write the plan (JSON Lines; Parquet when the name ends in .parquet; - for stdout).",
 )
 @click.option("--explain", "explain_user", metavar="USER", help="Show one user's full trace.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -78,16 +78,19 @@ def plan(
     camp = open_campaign(ctx, campaign)
     with open_ledger(ctx) as ledger:
         result = plan_only(camp, edition, ledger, explain=explain_user)
+    to_stdout = out is not None and str(out) == "-"  # then the rest goes to stderr
+    shown = Console(stderr=True) if to_stdout else console
     if out is not None:
         output.write_plan(result, out)
     if explain_user:
-        console.print(output.explain(result, explain_user))
+        shown.print(output.explain(result, explain_user))
         return
     if as_json:
-        click.echo(orjson.dumps(_jsonable(result.summary), option=orjson.OPT_INDENT_2).decode())
+        text = orjson.dumps(_jsonable(result.summary), option=orjson.OPT_INDENT_2).decode()
+        click.echo(text, err=to_stdout)
     else:
-        console.print(summary.format_summary(result.summary))
-    if out is not None:
+        shown.print(summary.format_summary(result.summary))
+    if out is not None and not to_stdout:
         console.print(f"plan written to {out}")
 
 

@@ -19,6 +19,7 @@ import click
 from calm_mail.campaign import load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
+from calm_mail.inputs.writes import write_text
 from calm_mail.preview.personas import PERSONAS
 from calm_mail.preview.preview import EditionPreview, NoEmail, describe_exclusion
 from calm_mail.preview.server import PreviewApp, serve_forever
@@ -135,8 +136,7 @@ def show(
         sys.stdout.write(body)
         sys.stdout.flush()
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(body, encoding="utf-8", newline="")
+    write_text(out, body)
     click.echo(f"{summary}\n  -> {out}", err=True)
 
 

@@ -14,6 +14,7 @@ from calm_mail.analyze.report import build_report, render_html, render_terminal,
 from calm_mail.campaign import Campaign, load_campaign, project_root
 from calm_mail.edition import Edition
 from calm_mail.errors import UsageError
+from calm_mail.inputs.writes import write_text
 from calm_mail.store import Ledger
 
 
@@ -84,7 +85,7 @@ def report(
         notes=notes,
     )
     if html_path is not None:
-        html_path.write_text(render_html(built), encoding="utf-8")
+        write_text(html_path, render_html(built))
     if as_json:
         click.echo(to_json(built), nl=False)
     else:

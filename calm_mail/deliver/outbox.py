@@ -28,6 +28,7 @@ import orjson
 from calm_mail.compose.mime import to_eml_bytes
 from calm_mail.deliver.transport import DryRun
 from calm_mail.errors import RecipientRejected, RenderError
+from calm_mail.inputs.writes import write_bytes
 from calm_mail.records import ComposedMessage, PlannedDelivery, SendResult
 
 MANIFEST = "manifest.jsonl"
@@ -108,7 +109,7 @@ class OutboxTransport(DryRun):
             self.written += written
         self.composed += len(self._entries)
         ordered = sorted(lines.values(), key=lambda pair: pair[0])
-        (self.folder / MANIFEST).write_bytes(b"".join(line + b"\n" for _, line in ordered))
+        write_bytes(self.folder / MANIFEST, b"".join(line + b"\n" for _, line in ordered))
         self._entries.clear()
 
     def _existing_lines(self) -> dict[str, tuple[str, bytes]]:

@@ -28,6 +28,7 @@ from calm_mail.campaign import Campaign
 from calm_mail.demo.app_usage import Taste, UsageModel, simulate_completions
 from calm_mail.edition import Edition
 from calm_mail.inputs import iter_audience
+from calm_mail.inputs.writes import write_text
 from calm_mail.ops.pipeline import RunOptions, run_edition
 from calm_mail.ops.run_report import print_run_report
 from calm_mail.records import ContentSource, DeliveryState, EventType, SkipCounter
@@ -195,7 +196,6 @@ def _report(
     built = build_report(compute_metrics(frames, settings), campaign.experiment)
     console.print(render_terminal(built))
     if html is not None:
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(render_html(built), encoding="utf-8")
+        write_text(html, render_html(built))
         console.print(f"HTML report: {html}")
     return built

@@ -49,13 +49,18 @@ Known = frozenset[str] | set[str]
 
 
 def iter_recommendations(
-    prefix: str, *, skips: SkipCounter, known_items: Iterable[str] | None = None
+    prefix: str,
+    *,
+    skips: SkipCounter,
+    known_items: Iterable[str] | None = None,
+    max_lines: int | None = None,
 ) -> Iterator[Recommendation]:
     """Stream the usable lines of every ``*.out``/``*.out.gz`` part under `prefix`, in order.
 
     With `known_items` (the catalog's ids), the ids it lacks are dropped and counted; without,
     every id must be a string. Raises `InputError` when the prefix holds no part file or a
-    part cannot be read. `skips.seen()` is called once per non-blank line.
+    part cannot be read. `skips.seen()` is called once per non-blank line. With `max_lines`,
+    only the first `max_lines` non-blank lines of each part are read (a sample).
     """
     parts = list_prefix(prefix, SUFFIXES)
     if not parts:
@@ -66,7 +71,7 @@ def iter_recommendations(
     known = _as_set(known_items)
     users: set[str] = set()
     for part in parts:
-        yield from _read_part(part, skips, known, users)
+        yield from _read_part(part, skips, known, users, max_lines)
 
 
 def _as_set(known: Iterable[str] | None) -> Known | None:
@@ -86,12 +91,15 @@ class _Verdict(NamedTuple):
 
 
 def _read_part(
-    part: str, skips: SkipCounter, known: Known | None, users: set[str]
+    part: str, skips: SkipCounter, known: Known | None, users: set[str], max_lines: int | None
 ) -> Iterator[Recommendation]:
     with open_source(part) as stream:
         lineno = 0
+        left = -1 if max_lines is None else max_lines
         try:
             for lineno, raw in enumerate(stream, 1):
+                if left == 0:
+                    return
                 try:
                     doc = orjson.loads(raw)
                 except orjson.JSONDecodeError:
@@ -99,6 +107,7 @@ def _read_part(
                         continue
                     doc = _NOT_JSON
                 skips.seen()
+                left -= 1
                 rec = _usual(doc, known)
                 verdict = _odd(doc, known) if rec is None else _usual_verdict(rec, known)
                 rec = _book(verdict, skips, users, part, lineno)
@@ -203,6 +212,15 @@ def _named(value: object) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+class GateFailed(InputError):
+    """A quality gate refused the Personalize output. `key` is the campaign key of the gate
+    (``inputs.max_bad_share``, ``inputs.max_unknown_item_share``, ``inputs.min_coverage``)."""
+
+    def __init__(self, message: str, *, key: str, path: str) -> None:
+        self.key = key
+        super().__init__(message, path=path)
+
+
 def check_recommendation_quality(
     skips: SkipCounter,
     *,
@@ -214,32 +232,60 @@ def check_recommendation_quality(
     max_unknown_share: float = 1.0,
     catalog: str = "the catalog",
 ) -> None:
-    """Stop the edition (raise `InputError`) when the Personalize output is not fit to use.
-
-    Unknown items first: the share of the item ids read that `catalog` does not know, against
-    `max_unknown_share`. A few retired items are normal (they are dropped and counted); a large
-    share means the catalog and the output do not belong together.
-    Bad lines are every line `skips` counted, whatever the reason (a line counts once).
-    Coverage is ``covered_users / audience_size``. The limits are inclusive: a share equal to
-    its maximum, or a coverage equal to `min_coverage`, passes.
-    """
+    """Stop the edition (raise `InputError`; `GateFailed` for a gate) when the Personalize
+    output is not fit to use: the line gates (`check_line_quality`), then coverage,
+    ``covered_users / audience_size``, at least `min_coverage` (inclusive)."""
     if skips.total == 0:
         raise InputError("the Personalize output has no lines", path=source)
-    check_unknown_items(skips, max_share=max_unknown_share, catalog=catalog, source=source)
-    share = skips.share()
-    if share > max_bad_share:
-        raise InputError(
-            f"{skips.skipped:,} of {skips.total:,} Personalize lines ({share:.2%}) are bad, "
-            f"more than the allowed {max_bad_share:.2%} (inputs.max_bad_share): "
-            f"{_reasons(skips)}",
-            path=source,
-        )
+    check_line_quality(
+        skips,
+        max_bad_share=max_bad_share,
+        max_unknown_share=max_unknown_share,
+        catalog=catalog,
+        source=source,
+    )
     coverage = covered_users / audience_size if audience_size else 1.0
     if coverage < min_coverage:
-        raise InputError(
+        raise GateFailed(
             f"the Personalize output covers {covered_users:,} of {audience_size:,} users "
             f"({coverage:.1%}), less than the required {min_coverage:.1%} "
             "(inputs.min_coverage); was the batch job run on the whole audience?",
+            key="inputs.min_coverage",
+            path=source,
+        )
+
+
+def check_line_quality(
+    skips: SkipCounter,
+    *,
+    max_bad_share: float,
+    max_unknown_share: float,
+    catalog: str,
+    source: str,
+    read: str = "read",
+) -> None:
+    """The gates on the lines `skips` counted, the run's over every line and `validate`'s over
+    its sample alike (raise `GateFailed`). Unknown items first (`check_unknown_items`); then bad
+    lines, every line `skips` counted whatever the reason (a line counts once), at most
+    `max_bad_share` of them (inclusive). `read` says which lines were read, for the message."""
+    check_unknown_items(
+        skips, max_share=max_unknown_share, catalog=catalog, source=source, read=read
+    )
+    check_bad_share(skips, max_share=max_bad_share, source=source, read=read)
+
+
+def check_bad_share(
+    skips: SkipCounter, *, max_share: float, source: str, read: str = "read"
+) -> None:
+    """Raise `GateFailed` when more than `max_share` of the lines `skips` counted are bad."""
+    share = skips.share()
+    if share > max_share:
+        lines = "Personalize lines" if read == "read" else f"Personalize lines {read}"
+        raise GateFailed(
+            f"{skips.skipped:,} of {skips.total:,} {lines} ({share:.2%}) are bad, "
+            f"more than the allowed {max_share:.2%} (inputs.max_bad_share): "
+            f"{_reasons(skips)}",
+            key="inputs.max_bad_share",
             path=source,
         )
 
@@ -255,14 +301,15 @@ def _reasons(skips: SkipCounter) -> str:
 def check_unknown_items(
     skips: SkipCounter, *, max_share: float, catalog: str, source: str, read: str = "read"
 ) -> None:
-    """Raise `InputError` when more than `max_share` of the item ids read are not in
+    """Raise `GateFailed` when more than `max_share` of the item ids read are not in
     `catalog`: then the catalog and the output do not belong together. `read` says which ids
     were read, for the message."""
     if skips.unknown_share() > max_share:
-        raise InputError(
+        raise GateFailed(
             f"{unknown_share_text(skips, read, catalog)}, more than the allowed {max_share:.2%} "
             f"(inputs.max_unknown_item_share): {unknown_ids_text(skips)}; is it the catalog "
             "this output was made from?",
+            key="inputs.max_unknown_item_share",
             path=source,
         )
 

@@ -29,7 +29,8 @@ from calm_mail.inputs import (
 )
 from calm_mail.inputs.personalize import (
     SUFFIXES,
-    check_unknown_items,
+    GateFailed,
+    check_line_quality,
     unknown_ids_text,
     unknown_share_text,
 )
@@ -165,7 +166,9 @@ def check_audience(ctx: CheckContext) -> str:
 
 
 def check_recommendations(ctx: CheckContext) -> str:
-    """Every part file opens and has good lines; their ids mostly belong to the catalog."""
+    """Every part file opens and has good lines, and the first `SAMPLE` lines of each pass the
+    run's own line gates (`check_line_quality`: ``inputs.max_bad_share``,
+    ``inputs.max_unknown_item_share``; coverage needs the whole output and is the run's)."""
     prefix = ctx.path("recommendations")
     parts = list_prefix(prefix, SUFFIXES)
     if not parts:
@@ -174,32 +177,47 @@ def check_recommendations(ctx: CheckContext) -> str:
             code="missing",
             key="inputs.recommendations",
         )
+    sampled = _sample_parts(ctx, parts)
+    read = f"in the first {SAMPLE:,} lines of each part"
+    try:
+        check_line_quality(
+            sampled,
+            max_bad_share=ctx.campaign.inputs.max_bad_share,
+            max_unknown_share=ctx.campaign.inputs.max_unknown_item_share,
+            catalog=ctx.path("catalog"),
+            source=prefix,
+            read=read,
+        )
+    except GateFailed as exc:
+        raise CheckFailed(str(exc), code="gate", key=exc.key) from exc
+    note = (
+        f"personalize output: {sampled.total:,} lines of {len(parts)} part(s) sampled, "
+        f"{sampled.skipped:,} bad ({sampled.share():.2%})"
+    )
+    if not sampled.unknown_ids:
+        return note
+    return (
+        f"{note}; {unknown_share_text(sampled, read)}: "
+        f"{unknown_ids_text(sampled)} (retired content? they will be dropped)"
+    )
+
+
+def _sample_parts(ctx: CheckContext, parts: Sequence[str]) -> SkipCounter:
+    """The first `SAMPLE` lines of each part, counted; a part without one good line fails."""
     sampled = SkipCounter()
     for part in parts:
         skips = SkipCounter()
-        lines = iter_recommendations(part, skips=skips, known_items=ctx.catalog or None)
-        if sum(1 for _ in islice(lines, SAMPLE)) == 0:
+        lines = iter_recommendations(
+            part, skips=skips, known_items=ctx.catalog or None, max_lines=SAMPLE
+        )
+        if sum(1 for _ in lines) == 0:
             raise CheckFailed(
                 f"{part}: no readable Personalize lines ({_skips(skips)})",
                 code="empty",
                 key="inputs.recommendations",
             )
         sampled.merge(skips)
-    note = f"personalize output: {len(parts)} part file(s), each readable"
-    if not sampled.unknown_ids:
-        return note
-    read = "in the first lines of each part"
-    check_unknown_items(
-        sampled,
-        max_share=ctx.campaign.inputs.max_unknown_item_share,
-        catalog=ctx.path("catalog"),
-        source=prefix,
-        read=read,
-    )
-    return (
-        f"{note}; {unknown_share_text(sampled, read)}: "
-        f"{unknown_ids_text(sampled)} (retired content? they will be dropped)"
-    )
+    return sampled
 
 
 def check_history(ctx: CheckContext) -> str:

@@ -3,14 +3,13 @@ bytes for the same inputs) and one user's trace as text (``calm-mail plan --expl
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
+from calm_mail.inputs.writes import write_output
 from calm_mail.plan.planner import PlanResult
 from calm_mail.plan.user import UserTrace
 from calm_mail.records import TraceStep
@@ -59,27 +58,26 @@ def plan_rows(result: PlanResult) -> Iterator[dict[str, Any]]:
 
 def write_plan(result: PlanResult, path: Path | str) -> Path:
     """Write the plan: JSON Lines, or Parquet when the name ends in ``.parquet``. Same inputs,
-    same bytes. Addresses are left out (the ledger holds them). Written atomically."""
+    same bytes. Addresses are left out (the ledger holds them). ``-`` is standard output.
+
+    By the rule of `calm_mail.inputs.writes`: a regular file is replaced atomically (keeping
+    its mode), a device or pipe is written straight through, a directory is refused
+    (`OutputError`, exit 2)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
-            _write_parquet(result, Path(tmp))
-        else:
-            with open(tmp, "wb") as fh:
-                for row in plan_rows(result):
-                    fh.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z))
-                    fh.write(b"\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if path.suffix == ".parquet":
+        write_output(path, lambda stream: _write_parquet(result, stream))
+    else:
+        write_output(path, lambda stream: _write_lines(result, stream))
     return path
 
 
-def _write_parquet(result: PlanResult, path: Path) -> None:
+def _write_lines(result: PlanResult, stream: BinaryIO) -> None:
+    for row in plan_rows(result):
+        stream.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z))
+        stream.write(b"\n")
+
+
+def _write_parquet(result: PlanResult, stream: BinaryIO) -> None:
     # pyarrow is slow to import: only a Parquet plan pays for it
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,7 +97,7 @@ def _write_parquet(result: PlanResult, path: Path) -> None:
         ]
     )
     table = pa.Table.from_pylist(rows, schema=schema)
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(table, stream, compression="zstd")
 
 
 def explain(result: PlanResult, user_id: str) -> str:

@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 
 from calm_mail.campaign import Campaign, load_campaign
 from calm_mail.demo.data import generate
 from calm_mail.edition import Edition
 from calm_mail.errors import PreflightError
-from calm_mail.ops.checks import CONFIG_CHECKS, CheckContext, CheckFailed, Status
+from calm_mail.ops.checks import (
+    CONFIG_CHECKS,
+    CheckContext,
+    CheckFailed,
+    Status,
+    check_catalog,
+    check_recommendations,
+)
 from calm_mail.ops.preflight import check_fresh, preflight, widest_window
 from calm_mail.plan.srm import srm_check
 from calm_mail.records import ContentSource, PlannedDelivery
@@ -198,3 +206,38 @@ def test_freshness_of_s3_output_uses_last_modified(
     assert "1 part file(s)" in check_fresh(ctx, now)
     with pytest.raises(CheckFailed, match=r"older than inputs\.max_age_days"):
         check_fresh(ctx, now + timedelta(days=8))
+
+
+def test_validate_samples_the_first_1000_lines_of_each_part(
+    campaign: Campaign, tmp_path: Path
+) -> None:
+    """Junk after the sample is the run's to find; the note says what was sampled."""
+    folder = tmp_path / "recs"
+    folder.mkdir()
+    first = orjson.loads((_parts(campaign)[0]).read_bytes().splitlines()[0])
+    lines = [orjson.dumps({**first, "input": {"userId": f"u{i}"}}) for i in range(1200)] + [
+        b"not json"
+    ] * 3000
+    (folder / "part-0.out").write_bytes(b"\n".join(lines) + b"\n")
+    ctx = CheckContext(campaign=_with_recs(campaign, folder), edition=EDITION)
+    check_catalog(ctx)
+    assert check_recommendations(ctx).startswith(
+        "personalize output: 1,000 lines of 1 part(s) sampled, 0 bad (0.00%)"
+    )
+    (folder / "part-1.out").write_bytes(b"\n".join([*lines[:150], *[b'{"input":'] * 100]) + b"\n")
+    with pytest.raises(CheckFailed) as caught:
+        check_recommendations(ctx)
+    assert (caught.value.code, caught.value.key) == ("gate", "inputs.max_bad_share")
+    assert "100 of 1,250 Personalize lines in the first 1,000 lines of each part" in str(
+        caught.value
+    )
+
+
+def _parts(campaign: Campaign) -> list[Path]:
+    folder = Path(campaign.input_path("recommendations", EDITION))
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".out"))
+
+
+def _with_recs(campaign: Campaign, folder: Path) -> Campaign:
+    inputs = campaign.inputs.model_copy(update={"recommendations": f"{folder}/"})
+    return campaign.model_copy(update={"inputs": inputs})
