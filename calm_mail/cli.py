@@ -2,9 +2,8 @@
 
 Commands are looked up lazily by name (click's LazyGroup pattern) so `calm-mail --help` stays
 fast and each stage owns its command module. Every CalmMailError is turned into one clear
-paragraph and its exit code here, in one place (the codes are `errors.ExitCode`): 0 done, 1 the
-job failed, 2 a user's mistake (usage, configuration, input), 3 another process holds the
-edition's lock (`run`, `schedule --once`: nothing was done, try again later).
+paragraph and its exit code here, in one place; the codes and their meanings are
+`errors.ExitCode` (`calm-mail --help` lists them).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 
 import click
 
-from calm_mail.errors import CalmMailError, ExitCode
+from calm_mail.errors import CalmMailError, ExitCode, exit_code_table
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
@@ -156,7 +155,11 @@ def _unavailable(name: str, why: str = "") -> click.Command:
     return missing
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExit codes:\n" + "\n".join(f"  {line}" for line in exit_code_table()),
+)
 @click.option(
     "--root",
     envvar="CALM_MAIL_ROOT",

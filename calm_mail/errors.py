@@ -18,10 +18,27 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     """Every exit code of `calm-mail`, in one place (the README's table lists the same)."""
 
-    DONE = 0  # what the command was asked to do is done
-    FAILED = 1  # the job failed, or stopped with mail left to send
-    MISTAKE = 2  # bad usage, configuration or input: one message names the file, line or key
-    BUSY = 3  # another process holds the edition's lock: nothing was done, try again later
+    DONE = 0
+    FAILED = 1
+    MISTAKE = 2
+    BUSY = 3
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.DONE: "done: what the command was asked to do is done",
+    ExitCode.FAILED: "the job failed, or stopped with mail left to send",
+    ExitCode.MISTAKE: "bad usage, config or input: one message names the file, line or key",
+    ExitCode.BUSY: "another process holds the edition's lock: nothing done, try later",
+}
+
+
+def exit_code_table() -> list[str]:
+    """One line per exit code, `N  meaning`, for `calm-mail --help` and the README."""
+    return [f"{int(code)}  {code.meaning}" for code in ExitCode]
 
 
 class CalmMailError(Exception):

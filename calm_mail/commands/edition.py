@@ -82,8 +82,8 @@ def plan(
     if explain_user is not None and explain_user in result.absent:
         audience = camp.input_path("audience", edition)
         raise UsageError(
-            f"--explain {explain_user!r}: no such user; {camp.name} {edition} has no user "
-            f"{explain_user!r} in the audience ({audience})"
+            f"--explain {explain_user!r}: user {explain_user!r} is not in the audience of "
+            f"{camp.name} {edition} ({audience})"
         )
     if out is not None:
         output.write_plan(result, out)
