@@ -86,9 +86,12 @@ def _check_placeholders(path: str) -> str:
 
 
 def _check_path(path: str) -> str:
-    """A path no file system refuses outright: no NUL, no component over NAME_MAX bytes."""
+    """A path no file system refuses outright (no NUL, no component over NAME_MAX bytes) and
+    no control character (a line break in a path is a slip, and would split messages)."""
     if "\x00" in path:
         raise ValueError("contains a NUL character")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError("contains a control character (a line break?)")
     parts = _PLACEHOLDER.sub("", path).split("/")
     longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
     if longest > MAX_PATH_PART:

@@ -487,6 +487,7 @@ OVERSIZE: list[tuple[str, Any, str]] = [
     ("inputs.recommendations", "{root}/" + "x" * 256 + "/", "a path component is 256 bytes"),
     ("inputs.catalog", "{root}/" + "é" * 128 + ".csv", "a path component is 260 bytes"),
     ("inputs.audience", "{root}/users\x00.csv", "contains a NUL character"),
+    ("inputs.editorial", "{root}/picks\r\n.toml", "contains a control character"),
     ("inputs.history", "/".join(["x"] * 3000), "at most 4096 character(s)"),
     ("campaign.template", "../../etc", "a file name"),
     ("campaign.rules", "x" * 300, "at most 250 character(s)"),

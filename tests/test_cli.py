@@ -3,10 +3,12 @@ every command has help; no command prints an API key."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import re
 import shutil
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -629,3 +631,87 @@ def test_an_unusable_path_from_any_stage_is_exit_2(
     assert result.exit_code == 2 and "File name too long" in result.stderr
     monkeypatch.setitem(RAISED, "disk", OSError(5, "Input/output error"))
     assert not isinstance(invoke(tmp_path, "raiser", "disk").exception, SystemExit)
+
+
+# ----------------------------------------------------------------------------- fuzz (#16)
+# Junk values at any key of the shipped campaign, through `validate` and `plan`: exit 0 or 2,
+# never a traceback, and a mistake names the campaign file and a key (or another file).
+
+
+class RawToml(str):
+    """A TOML literal written as is (an integer Python will not print: past 4,300 digits)."""
+
+
+def toml_literal(value: object) -> str:
+    """`value` as a TOML inline value (a tiny writer: the standard library only reads TOML)."""
+    if isinstance(value, RawToml):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()  # JSON's escapes are TOML's; NUL becomes \u0000
+    if isinstance(value, float):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(value), repr(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{orjson.dumps(str(k)).decode()} = {toml_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return value.isoformat()  # type: ignore[attr-defined]  # date, time, datetime
+
+
+def campaign_toml(data: Mapping[str, object]) -> str:
+    return "".join(f"{key} = {toml_literal(value)}\n" for key, value in data.items())
+
+
+SHIPPED_CAMPAIGN = tomllib.loads((REPO / "campaigns" / "weekly_winddown.toml").read_text())
+
+
+def _leaves(node: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _leaves(v, (*path, k))]
+    if isinstance(node, list) and node and isinstance(node[0], dict):
+        return [p for i, v in enumerate(node) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+LEAVES = _leaves(SHIPPED_CAMPAIGN)
+_LONG_PART = "x" * 300
+JUNK_VALUES = st.one_of(
+    st.text(min_size=250, max_size=3000),
+    st.text(max_size=20).map(lambda s: s + "\x00" + s),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from([3_000_000, 2**63, -1, 0, 3651, 10**20]),
+    st.integers(4301, 6000).map(lambda n: RawToml("9" * n)),
+    st.sampled_from(["{root}/" + _LONG_PART, "{root}/data/" + _LONG_PART + "/", "/" * 5000]),
+    st.sampled_from([float("nan"), float("inf"), 1e308, -0.0, True, [], {}, [[1]], {"a": 1}]),
+    st.sampled_from(["x" * 300_000 + "@calm.example", "a\r\nBcc: x@example.com", "../" * 100]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    where=st.sampled_from(LEAVES),
+    junk=JUNK_VALUES,
+    command=st.sampled_from(["validate", "plan"]),
+)
+def test_junk_campaign_values_are_exit_0_or_a_named_mistake(
+    root: Path, where: tuple[str | int, ...], junk: object, command: str
+) -> None:
+    data = copy.deepcopy(SHIPPED_CAMPAIGN)
+    node = data
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = junk
+    path = root / "campaigns" / "weekly_winddown.toml"
+    path.write_text(campaign_toml(data), encoding="utf-8")
+    result = invoke(root, command, "weekly_winddown", "--edition", EDITION)
+    if result.exit_code == 0 and result.exception is None:
+        return
+    message = mistake(result)
+    key = ".".join(str(part) for part in where if isinstance(part, str))
+    named = (str(root), key, junk[:40] if isinstance(junk, str) and junk.strip() else str(root))
+    assert any(name in message for name in named), message[:500]  # a file, a key or a path
+    assert len(message) < 20_000  # a 300,000-character value is never echoed whole
