@@ -377,16 +377,24 @@ def campaign_path(name: str, root: Path) -> Path:
     Raises UsageError naming the known campaigns when there is no such file.
     """
     if name.endswith(".toml"):
-        if not Path(name).exists():
+        if not _exists(Path(name), name):
             raise UsageError(f"no campaign file {name!r}: it does not exist")
         return Path(name).resolve()
     path = root / "campaigns" / f"{name}.toml"
-    if not path.exists():
+    if not _exists(path, name):
         known = list_campaigns(root)
         hint = f" Known campaigns: {', '.join(known)}." if known else " There are none there."
         # The folder, not the file: `name` is shown quoted, and may hold any character
         raise UsageError(f"no campaign {name!r}: no such file in {path.parent}.{hint}")
     return path
+
+
+def _exists(path: Path, name: str) -> bool:
+    """`path.exists()`, with UsageError when the OS refuses the name itself (too long)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise UsageError(f"no campaign {name!r}: {exc.strerror or exc}") from exc
 
 
 # What a TOML user calls the Python type pydantic received.

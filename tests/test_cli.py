@@ -600,10 +600,24 @@ def test_absurd_numbers_on_the_run_command_line(root: Path, option: str, value: 
     assert option in mistake(invoke(root, *args))
 
 
+@pytest.mark.parametrize("name", ["x" * 300, "x" * 300 + ".toml", "/tmp/" + "x" * 300 + ".toml"])
+def test_a_campaign_name_too_long_for_a_file_name(root: Path, name: str) -> None:
+    message = mistake(invoke(root, "validate", name))
+    assert message.startswith(f"calm-mail: no campaign {name!r}")
+    assert "File name too long" in message
+
+
 def test_an_outbox_name_too_long_is_a_mistake(root: Path, tmp_path: Path) -> None:
     outbox = tmp_path / ("o" * 300)
     args = ["run", "weekly_winddown", "--edition", EDITION, "--dry-run", "--outbox", str(outbox)]
     assert "File name too long" in mistake(invoke(root, *args))
+
+
+@pytest.mark.parametrize("out", ["p" * 300 + ".jsonl", "p" * 300 + "/plan.jsonl"])
+def test_a_plan_out_name_too_long_is_a_mistake(root: Path, tmp_path: Path, out: str) -> None:
+    args = ["plan", "weekly_winddown", "--edition", EDITION, "--out", str(tmp_path / out)]
+    message = mistake(invoke(root, *args))
+    assert str(tmp_path) in message and "File name too long" in message
 
 
 def test_the_exit_codes_are_one_table() -> None:
