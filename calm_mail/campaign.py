@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tomllib
+import unicodedata
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -105,9 +106,14 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def is_one_line(value: str) -> bool:
+    """Whether `value` can be one header line: no control character or line separator (a
+    line break would start a new header); every kind of space is fine."""
+    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
+
+
 def _one_line(value: str) -> str:
-    """Text for a header: no control character (a line break would start a new header)."""
-    if any(not c.isprintable() and c != " " for c in value):
+    if not is_one_line(value):
         raise ValueError("must be one line of printable text (no control characters)")
     return value
 

@@ -506,6 +506,15 @@ def test_oversize_values_are_refused_by_their_key(key: str, value: Any, expected
     assert len(line) < 1000  # the value itself is never echoed whole
 
 
+def test_a_from_name_may_hold_any_space_but_no_line_break() -> None:
+    data = shipped_data()
+    data["sender"]["from_name"] = "Calm\u00a0Équipe\u202f: 静か\u3000"
+    parse_campaign(data, path=FAKE_PATH, root=REPO)
+    data["sender"]["from_name"] = "Calm\u2028Bcc: x@example.com"
+    (line,) = problems_of(data)
+    assert line.startswith(f"{FAKE_PATH}: sender.from_name: must be one line")
+
+
 @pytest.mark.parametrize(
     ("locale", "expected"),
     [

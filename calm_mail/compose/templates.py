@@ -29,7 +29,7 @@ from typing import Any
 import jinja2
 from mjml import mjml2html
 
-from calm_mail.campaign import MAX_HEADER_TEXT, read_toml
+from calm_mail.campaign import MAX_HEADER_TEXT, is_one_line, read_toml
 from calm_mail.errors import ConfigError, RenderError
 
 LAYOUT = "layout.mjml"
@@ -234,7 +234,7 @@ def _header_problem(path: Path, key: str, value: object) -> str | None:
         return None if value is None else f"{path}: {key}: must be a string"
     if len(value) > MAX_HEADER_TEXT:
         return f"{path}: {key}: {len(value)} characters; at most {MAX_HEADER_TEXT} (RFC 5322)"
-    if any(not c.isprintable() and c != " " for c in value):
+    if not is_one_line(value):
         return f"{path}: {key}: must be one line of printable text (no control characters)"
     return None
 
