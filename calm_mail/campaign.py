@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tomllib
+import unicodedata
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,13 +29,28 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from calm_mail.edition import Edition
-from calm_mail.errors import ConfigError, UsageError
+from calm_mail.errors import ConfigError, UsageError, toml_problem
 from calm_mail.records import ContentSource
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _ARN = r"^arn:"
 _S3_PREFIX = r"^s3://.+/$"
+# A file or folder name under the project (templates/NAME/, rules/NAME.toml, strings/L.toml).
+_FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+_LOCALE = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
+
+# Bounds on what the file can carry. Each value ends up in a header, a URL, a file name, a
+# ledger column or a loop, so an absurd one is refused here, naming its key, rather than
+# failing (or taking minutes) in the middle of an edition.
+MAX_ADDRESS = 254  # an address in a mail path (RFC 5321, 4.5.3.1.3)
+MAX_URL = 2048  # what browsers, mail clients and SendGrid's link tracking take
+MAX_HEADER_TEXT = 998  # one header line (RFC 5322, 2.1.1): a display name, a subject
+MAX_NAME = 100  # names that become ledger keys and SendGrid custom_args (campaign, arm)
+MAX_TEXT = 200  # titles, experiment names and seeds (hashed once per user)
+MAX_DAYS = 3650  # ten years: any day count past it is a typo, and dates overflow at ~2.9e6
+MAX_PATH = 4096  # PATH_MAX on Linux; an S3 key is at most 1,024 bytes
+MAX_PATH_PART = 255  # NAME_MAX: one component of a path, in bytes
 
 
 class _Model(BaseModel):
@@ -70,7 +86,53 @@ def _check_placeholders(path: str) -> str:
     return path
 
 
-_InputPath = Annotated[str, Field(min_length=1), AfterValidator(_check_placeholders)]
+def _check_path(path: str) -> str:
+    """A path no file system refuses outright (no NUL, no component over NAME_MAX bytes) and
+    no control character (a line break in a path is a slip, and would split messages)."""
+    if "\x00" in path:
+        raise ValueError("contains a NUL character")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError("contains a control character (a line break?)")
+    parts = _PLACEHOLDER.sub("", path).split("/")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in parts)
+    if longest > MAX_PATH_PART:
+        raise ValueError(f"a path component is {longest} bytes long; at most {MAX_PATH_PART}")
+    return path
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def is_one_line(value: str) -> bool:
+    """Whether `value` can be one header line: no control character or line separator (a
+    line break would start a new header); every kind of space is fine."""
+    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
+
+
+def _one_line(value: str) -> str:
+    if not is_one_line(value):
+        raise ValueError("must be one line of printable text (no control characters)")
+    return value
+
+
+_InputPath = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PATH),
+    AfterValidator(_check_placeholders),
+    AfterValidator(_check_path),
+]
+# Bounded text of each kind; NUL is refused everywhere (PostgreSQL cannot store it, headers
+# cannot carry it).
+_Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+_HeaderText = Annotated[str, Field(max_length=MAX_HEADER_TEXT), AfterValidator(_no_nul)]
+_Address = Annotated[str, Field(max_length=MAX_ADDRESS, pattern=_EMAIL)]
+_Url = Annotated[str, Field(max_length=MAX_URL), AfterValidator(_no_nul)]
+_Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
+_Arn = Annotated[str, Field(max_length=2048, pattern=_ARN)]
+_S3Prefix = Annotated[str, Field(max_length=1024, pattern=_S3_PREFIX), AfterValidator(_check_path)]
 
 
 class Inputs(_Model):
@@ -86,31 +148,34 @@ class Inputs(_Model):
     # dropped and counted); above it the catalog and the output do not belong together.
     max_unknown_item_share: Annotated[float, Field(ge=0, le=1)] = 0.1
     min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.5
-    max_age_days: Annotated[int, Field(ge=1)] = 7
+    max_age_days: _Days = 7
 
 
 class Audience(_Model):
-    locales: Annotated[tuple[str, ...], Field(min_length=1)]
-    subscription_statuses: Annotated[tuple[str, ...], Field(min_length=1)] = (
+    # A locale names its strings file (strings/<locale>.toml) and fills a 32-character column.
+    locales: Annotated[
+        tuple[Annotated[str, Field(max_length=32, pattern=_LOCALE)], ...], Field(min_length=1)
+    ]
+    subscription_statuses: Annotated[tuple[_Text, ...], Field(min_length=1)] = (
         "subscriber",
         "trial",
         "free",
     )
-    active_within_days: Annotated[int, Field(ge=1)] = 90
-    min_days_between_editions: Annotated[int, Field(ge=0)] = 6
+    active_within_days: _Days = 90
+    min_days_between_editions: Annotated[int, Field(ge=0, le=MAX_DAYS)] = 6
 
 
 class Arm(_Model):
-    name: Annotated[str, Field(pattern=_NAME.pattern)]
+    name: Annotated[str, Field(max_length=MAX_NAME, pattern=_NAME.pattern)]
     weight: Annotated[float, Field(gt=0)]
     source: ContentSource
 
 
 class Experiment(_Model):
-    name: Annotated[str, Field(min_length=1)]
-    seed: Annotated[str, Field(min_length=1)]
-    arms: tuple[Arm, ...]
-    control: str | None = None  # defaults to the first arm
+    name: Annotated[_Text, Field(min_length=1)]
+    seed: Annotated[_Text, Field(min_length=1)]
+    arms: Annotated[tuple[Arm, ...], Field(max_length=100)]
+    control: Annotated[str, Field(max_length=MAX_NAME)] | None = None  # defaults to the first arm
     # How the test is read: two-sided alpha, the power for sizing, and the relative lift the
     # test should be able to detect (the report says how many users per arm that needs).
     alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.05
@@ -166,9 +231,9 @@ def _arm_name_problems(data: object) -> list[InitErrorDetails]:
 
 
 class Content(_Model):
-    min_items: Annotated[int, Field(ge=1)] = 3
+    min_items: Annotated[int, Field(ge=1, le=20)] = 3
     max_items: Annotated[int, Field(ge=1, le=20)] = 6
-    popular_days: Annotated[int, Field(ge=1)] = 28
+    popular_days: _Days = 28
 
     @model_validator(mode="after")
     def _check_range(self) -> Content:
@@ -180,17 +245,21 @@ class Content(_Model):
 
 
 class Sender(_Model):
-    from_email: Annotated[str, Field(pattern=_EMAIL)]
-    from_name: str
-    reply_to: str | None = None
+    """Who the mail is from and its unsubscribe links. Every address, URL and header text is
+    bounded (RFC 5321 / 5322 and what mail clients take), so composing stays linear."""
+
+    from_email: _Address
+    from_name: Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_one_line)]
+    reply_to: _Address | None = None
     categories: tuple[str, ...] = ()
-    unsubscribe_group: int | None = None
-    postal_address: Annotated[str, Field(min_length=10)]
-    unsubscribe_url: Annotated[str, Field(pattern=r"^https://")]  # {token} is replaced
-    unsubscribe_mailto: str | None = None
-    preferences_url: str | None = None
+    unsubscribe_group: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    postal_address: Annotated[_HeaderText, Field(min_length=10)]
+    # {token} is replaced by each recipient's own token
+    unsubscribe_url: Annotated[_Url, Field(pattern=r"^https://")]
+    unsubscribe_mailto: _Address | None = None
+    preferences_url: _Url | None = None
     list_unsubscribe: Literal["headers", "sendgrid"] = "headers"
-    app_link_base: str = "https://calm.example/app"
+    app_link_base: _Url = "https://calm.example/app"
 
     @field_validator("unsubscribe_url")
     @classmethod
@@ -204,8 +273,8 @@ class Sender(_Model):
     def _check_categories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(value) > 10 or len(set(value)) != len(value):
             raise ValueError("at most 10 unique categories (SendGrid's limit)")
-        if any(len(c) > 255 or not c.isascii() for c in value):
-            raise ValueError("each category is ASCII, at most 255 characters")
+        if any(len(c) > 255 or not (c.isascii() and c.isprintable()) for c in value):
+            raise ValueError("each category is printable ASCII, at most 255 characters")
         return value
 
 
@@ -213,9 +282,9 @@ class Schedule(_Model):
     weekday: Literal["saturday", "sunday"] = "saturday"
     local_time: time = time(8, 0)
     use_preferred_hour: bool = False
-    fallback_timezone: str = "America/New_York"
-    prepare: str = "fri 18:00"  # when the scheduler prepares and sends the edition (UTC)
-    max_rate: Annotated[float, Field(gt=0)] = 500.0  # sends per second
+    fallback_timezone: Annotated[str, Field(max_length=64)] = "America/New_York"
+    prepare: _Text = "fri 18:00"  # when the scheduler prepares and sends the edition (UTC)
+    max_rate: Annotated[float, Field(gt=0, le=100_000)] = 500.0  # sends per second
     concurrency: Annotated[int, Field(ge=1, le=512)] = 32
 
     @field_validator("fallback_timezone")
@@ -236,15 +305,17 @@ class PersonalizeJob(_Model):
     """
 
     enabled: bool = True
-    solution_version_arn: Annotated[str, Field(pattern=_ARN)]
-    role_arn: Annotated[str, Field(pattern=_ARN)]
-    filter_arn: Annotated[str | None, Field(pattern=_ARN)] = None
-    filter_values: dict[str, str] = Field(default_factory=dict)
+    solution_version_arn: _Arn
+    role_arn: _Arn
+    filter_arn: _Arn | None = None
+    filter_values: Annotated[dict[_Text, _HeaderText], Field(max_length=10)] = Field(
+        default_factory=dict
+    )
     num_results: Annotated[int, Field(ge=1, le=500)] = 25
-    input_prefix: Annotated[str, Field(pattern=_S3_PREFIX)]
-    output_prefix: Annotated[str | None, Field(pattern=_S3_PREFIX)] = None
-    poll_interval_s: Annotated[float, Field(gt=0)] = 60.0
-    timeout_s: Annotated[float, Field(gt=0)] = 3 * 3600.0
+    input_prefix: _S3Prefix
+    output_prefix: _S3Prefix | None = None
+    poll_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 3 * 3600.0  # at most a week
 
 
 class Alerts(_Model):
@@ -253,16 +324,18 @@ class Alerts(_Model):
     Prefer the environment variable named by `slack_webhook_env`: the URL is a secret.
     """
 
-    slack_webhook_url: Annotated[str | None, Field(pattern=r"^https?://")] = None
-    slack_webhook_env: str = "CALM_MAIL_SLACK_WEBHOOK_URL"
+    slack_webhook_url: Annotated[_Url, Field(pattern=r"^https?://")] | None = None
+    slack_webhook_env: Annotated[str, Field(min_length=1, max_length=255)] = (
+        "CALM_MAIL_SLACK_WEBHOOK_URL"
+    )
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
 
 
 class CampaignSection(_Model):
-    name: Annotated[str, Field(pattern=_NAME.pattern)]
-    title: str
-    template: str
-    rules: str
+    name: Annotated[str, Field(max_length=MAX_NAME, pattern=_NAME.pattern)]
+    title: _HeaderText
+    template: Annotated[str, Field(max_length=MAX_PATH_PART, pattern=_FILE_NAME)]
+    rules: Annotated[str, Field(max_length=MAX_PATH_PART - len(".toml"), pattern=_FILE_NAME)]
 
 
 class Campaign(_Model):
@@ -310,16 +383,24 @@ def campaign_path(name: str, root: Path) -> Path:
     Raises UsageError naming the known campaigns when there is no such file.
     """
     if name.endswith(".toml"):
-        if not Path(name).exists():
+        if not _exists(Path(name), name):
             raise UsageError(f"no campaign file {name!r}: it does not exist")
         return Path(name).resolve()
     path = root / "campaigns" / f"{name}.toml"
-    if not path.exists():
+    if not _exists(path, name):
         known = list_campaigns(root)
         hint = f" Known campaigns: {', '.join(known)}." if known else " There are none there."
         # The folder, not the file: `name` is shown quoted, and may hold any character
         raise UsageError(f"no campaign {name!r}: no such file in {path.parent}.{hint}")
     return path
+
+
+def _exists(path: Path, name: str) -> bool:
+    """`path.exists()`, with UsageError when the OS refuses the name itself (too long)."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        raise UsageError(f"no campaign {name!r}: {exc.strerror or exc}") from exc
 
 
 # What a TOML user calls the Python type pydantic received.
@@ -350,6 +431,8 @@ _PATTERNS = {
     _EMAIL: "not an email address",
     _ARN: "must be an ARN (arn:...)",
     _S3_PREFIX: "must be an s3:// prefix ending in '/'",
+    _FILE_NAME: "a file name: letters, digits, '_', '-' and '.', starting with a letter or digit",
+    _LOCALE: "a locale such as en-US: letters, digits, '_' and '-'",
     r"^https://": "must start with https://",
     r"^https?://": "must start with https:// or http://",
 }
@@ -376,6 +459,10 @@ def _message(err: ErrorDetails) -> str:
         return f"needs at least {err.get('ctx', {}).get('min_length')} item(s)"
     if err["type"] == "string_too_short":
         return f"needs at least {err.get('ctx', {}).get('min_length')} character(s)"
+    if err["type"] == "string_too_long":
+        return f"at most {err.get('ctx', {}).get('max_length')} character(s)"
+    if err["type"] == "too_long":
+        return f"at most {err.get('ctx', {}).get('max_length')} item(s)"
     if err["type"] == "string_pattern_mismatch":
         return _PATTERNS.get(str(err.get("ctx", {}).get("pattern")), err["msg"])
     message = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
@@ -390,19 +477,19 @@ def read_toml(path: Path, error: type[ConfigError] = ConfigError) -> dict[str, A
     """The TOML document at `path`; `error` naming the file (and line) when it is not one.
 
     For every config file (campaigns, rules, strings): covers bad syntax, bytes that are not
-    UTF-8, absurd nesting and unreadable paths (missing, a folder, no permission).
+    UTF-8, absurd nesting, integers past Python's limit on digits and unreadable paths
+    (missing, a folder, no permission, a name too long).
     """
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:  # its message ends in "(at line L, column C)"
-        raise error(f"{path}: not valid TOML: {exc}") from exc
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except RecursionError:
-        raise error(f"{path}: not valid TOML: arrays or tables nested too deep") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise error(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: TOMLDecodeError and huge ints
+        raise error(f"{path}: {toml_problem(exc, text)}") from None
 
 
 # Campaign fields set by the loader, never by the file.

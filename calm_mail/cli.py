@@ -2,11 +2,13 @@
 
 Commands are looked up lazily by name (click's LazyGroup pattern) so `calm-mail --help` stays
 fast and each stage owns its command module. Every CalmMailError is turned into one clear
-paragraph and its exit code here, in one place: 2 for a user's mistake, 1 for a failed job.
+paragraph and its exit code here, in one place; the codes and their meanings are
+`errors.ExitCode` (`calm-mail --help` lists them).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -16,7 +18,7 @@ from typing import Any
 
 import click
 
-from calm_mail.errors import CalmMailError
+from calm_mail.errors import CalmMailError, ExitCode, exit_code_table
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
@@ -64,15 +66,40 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as exc:  # the demo without the sandbox extra
             if not exc.name or exc.name.startswith("calm_mail"):
                 raise
-            fail(ctx, needs_extra(exc), 2)
-        except _PATH_MISTAKES as exc:
+            fail(ctx, needs_extra(exc), ExitCode.MISTAKE)
+        except OSError as exc:
             # A path the user gave that cannot be used (an outbox under /proc, an unwritable
-            # folder): their mistake, not a bug, even when a stage did not wrap it.
+            # folder, a name too long): their mistake, not a bug, even when a stage did not
+            # wrap it. Any other OSError is not theirs and keeps its traceback.
+            if not is_path_mistake(exc):
+                raise
             where = f"{exc.filename}: " if exc.filename else ""
-            fail(ctx, f"{where}{exc.strerror or exc}", 2)
+            fail(ctx, f"{where}{exc.strerror or exc}", ExitCode.MISTAKE)
 
 
-_PATH_MISTAKES = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+# errno values that say the path itself is unusable, whatever the command.
+PATH_MISTAKES = frozenset(
+    {
+        errno.ENOENT,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+        errno.EROFS,
+        errno.EEXIST,
+    }
+)
+
+
+def is_path_mistake(exc: OSError) -> bool:
+    """Whether `exc` is about a path the user named (not a disk, socket or system failure)."""
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return True
+    return isinstance(exc, PermissionError) or (
+        exc.filename is not None and exc.errno in PATH_MISTAKES
+    )
 
 
 def fail(ctx: click.Context, message: str, code: int) -> None:
@@ -128,7 +155,11 @@ def _unavailable(name: str, why: str = "") -> click.Command:
     return missing
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\nExit codes:\n" + "\n".join(f"  {line}" for line in exit_code_table()),
+)
 @click.option(
     "--root",
     envvar="CALM_MAIL_ROOT",

@@ -439,3 +439,122 @@ def test_toml_values_of_every_kind_are_named_by_their_toml_type() -> None:
         data["campaign"]["title"] = value
         (line,) = problems_of(data)
         assert line.startswith(f"{FAKE_PATH}: campaign.title: must be a string (got {got})")
+
+
+# ----------------------------------------------------------------------------- bounds (#16)
+# Every count, address, URL, header text and path the file carries is bounded, so an absurd
+# value is refused here by its key instead of overflowing or hanging the edition later.
+
+HUGE_DAYS = ["audience.active_within_days", "content.popular_days", "inputs.max_age_days"]
+HUGE_DAYS += ["audience.min_days_between_editions"]
+
+
+@pytest.mark.parametrize("key", HUGE_DAYS)
+@pytest.mark.parametrize("days", [3_000_000, 10**30])
+def test_day_counts_past_ten_years_are_refused(key: str, days: int) -> None:
+    data = shipped_data()
+    _set(key, days)(data)
+    (line,) = problems_of(data)
+    assert line == f"{FAKE_PATH}: {key}: must be less than or equal to 3650"
+
+
+def test_ten_years_of_days_load() -> None:
+    data = shipped_data()
+    for key in HUGE_DAYS:
+        _set(key, 3650)(data)
+    parse_campaign(data, path=FAKE_PATH, root=REPO)
+
+
+LONG = "x" * 300_000
+OVERSIZE: list[tuple[str, Any, str]] = [
+    ("sender.reply_to", LONG + "@calm.example", "at most 254 character(s)"),
+    ("sender.from_email", "a" * 250 + "@calm.example", "at most 254 character(s)"),
+    ("sender.unsubscribe_mailto", LONG + "@calm.example", "at most 254 character(s)"),
+    ("sender.from_name", LONG, "at most 200 character(s)"),
+    ("sender.postal_address", LONG, "at most 998 character(s)"),
+    ("sender.unsubscribe_url", f"https://calm.example/{LONG}/{{token}}", "at most 2048"),
+    ("sender.preferences_url", f"https://calm.example/{LONG}", "at most 2048 character(s)"),
+    ("sender.app_link_base", f"https://calm.example/{LONG}", "at most 2048 character(s)"),
+    ("sender.unsubscribe_group", 10**30, "must be less than or equal to 2147483647"),
+    ("campaign.title", LONG, "at most 998 character(s)"),
+    ("campaign.name", "x" * 101, "at most 100 character(s)"),
+    ("experiment.seed", LONG, "at most 200 character(s)"),
+    ("experiment.name", LONG, "at most 200 character(s)"),
+    ("schedule.prepare", LONG, "at most 200 character(s)"),
+    ("schedule.fallback_timezone", LONG, "at most 64 character(s)"),
+    ("schedule.max_rate", 1e300, "must be less than or equal to 100000"),
+    ("alerts.slack_webhook_url", f"https://hooks.example/{LONG}", "at most 2048 character(s)"),
+    ("inputs.recommendations", "{root}/" + "x" * 256 + "/", "a path component is 256 bytes"),
+    ("inputs.catalog", "{root}/" + "é" * 128 + ".csv", "a path component is 260 bytes"),
+    ("inputs.audience", "{root}/users\x00.csv", "contains a NUL character"),
+    ("inputs.editorial", "{root}/picks\r\n.toml", "contains a control character"),
+    ("inputs.history", "/".join(["x"] * 3000), "at most 4096 character(s)"),
+    ("campaign.template", "../../etc", "a file name"),
+    ("campaign.rules", "x" * 300, "at most 250 character(s)"),
+    ("sender.from_name", "Calm\r\nBcc: x@example.com", "must be one line of printable text"),
+    ("experiment.seed", "seed\x00", "contains a NUL character"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), OVERSIZE, ids=[k for k, _, _ in OVERSIZE])
+def test_oversize_values_are_refused_by_their_key(key: str, value: Any, expected: str) -> None:
+    data = shipped_data()
+    data.setdefault("alerts", {})
+    _set(key, value)(data)
+    (line,) = problems_of(data)
+    assert line.startswith(f"{FAKE_PATH}: {key}: {expected}"), line[:300]
+    assert len(line) < 1000  # the value itself is never echoed whole
+
+
+def test_a_from_name_may_hold_any_space_but_no_line_break() -> None:
+    data = shipped_data()
+    data["sender"]["from_name"] = "Calm\u00a0Équipe\u202f: 静か\u3000"
+    parse_campaign(data, path=FAKE_PATH, root=REPO)
+    data["sender"]["from_name"] = "Calm\u2028Bcc: x@example.com"
+    (line,) = problems_of(data)
+    assert line.startswith(f"{FAKE_PATH}: sender.from_name: must be one line")
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("x" * 300, "at most 32 character(s)"),
+        ("../../../etc/passwd", "a locale such as en-US"),
+        ("en US", "a locale such as en-US"),
+        ("", "a locale such as en-US"),
+    ],
+)
+def test_a_locale_must_be_a_short_file_name(locale: str, expected: str) -> None:
+    data = shipped_data()
+    data["audience"]["locales"] = ["en-US", locale]
+    (line,) = problems_of(data)
+    assert line.startswith(f"{FAKE_PATH}: audience.locales[1]: {expected}"), line[:300]
+
+
+def test_an_integer_past_pythons_digit_limit_names_file_and_line(tmp_path: Path) -> None:
+    text = WINDDOWN.read_text().replace("popular_days = 28", "popular_days = " + "9" * 5000)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if s.startswith("popular_days"))
+    path = tmp_path / "huge.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_campaign(str(path), REPO)
+    assert str(info.value) == (
+        f"{path}: not valid TOML: an integer of more than 4300 digits (at line {line})"
+    )
+
+
+def test_every_toml_reader_names_the_file_of_a_huge_integer(tmp_path: Path) -> None:
+    from calm_mail.plan.rules.loading import load_rules
+
+    path = tmp_path / "rules.toml"
+    path.write_text('description = "x"\n\nlimit = ' + "1" * 4301 + "\n")
+    with pytest.raises(ConfigError, match=r"rules\.toml: not valid TOML: .* \(at line 3\)"):
+        load_rules(path)
+    with pytest.raises(ConfigError, match=r"rules\.toml: not valid TOML"):
+        read_toml(path)
+
+
+def test_a_path_too_long_to_read_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 300 + ".toml")
+    with pytest.raises(ConfigError, match=r"cannot read: File name too long"):
+        read_toml(path)

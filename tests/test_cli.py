@@ -3,10 +3,12 @@ every command has help; no command prints an API key."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import re
 import shutil
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -466,3 +468,264 @@ def test_validate_names_recommended_ids_the_catalog_lacks(broken_root: Path) -> 
     campaign.write_text(text)
     message = mistake(invoke(broken_root, "validate", "weekly_winddown", "--edition", EDITION))
     assert "inputs.max_unknown_item_share" in " ".join(message.split()) and retired in message
+
+
+# ----------------------------------------------------------------------------- issue 16
+# Junk configuration and command lines that once ended in a traceback or a hang.
+
+
+def edit_campaign(root: Path, old: str, new: str) -> Path:
+    path = root / "campaigns" / "weekly_winddown.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("active_within_days = 90", "active_within_days = 3000000", "audience.active_within_days"),
+        ("popular_days = 28", "popular_days = 3000000", "content.popular_days"),
+        ("max_age_days = 7", "max_age_days = 10000000000", "inputs.max_age_days"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_huge_day_counts_are_refused_by_key(
+    root: Path, command: str, old: str, new: str, key: str
+) -> None:
+    path = edit_campaign(root, old, new)
+    message = mistake(invoke(root, command, "weekly_winddown", "--edition", EDITION))
+    assert f"{path}: {key}: must be less than or equal to 3650" in message
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "run"])
+def test_an_integer_of_5000_digits_names_file_and_line(root: Path, command: str) -> None:
+    path = edit_campaign(root, "popular_days = 28", "popular_days = " + "9" * 5000)
+    args = [command, "weekly_winddown", "--edition", EDITION, "--dry-run"][: 4 + (command == "run")]
+    message = mistake(invoke(root, *args))
+    assert f"{path}: not valid TOML: an integer of more than 4300 digits (at line" in message
+
+
+def test_an_editorial_list_with_a_huge_integer_names_the_file(broken_root: Path) -> None:
+    picks = broken_root / "data" / "demo" / "editorial" / f"{EDITION}.toml"
+    picks.write_text(picks.read_text() + "\nx = " + "7" * 4400 + "\n")
+    message = mistake(invoke(broken_root, "plan", "weekly_winddown", "--edition", EDITION))
+    assert f"{picks}: not valid TOML: an integer of more than 4300 digits" in message
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("personalize/{edition}/", "personalize/" + "x" * 300 + "/", "inputs.recommendations"),
+        ('"en-US",', '"' + "x" * 300 + '",', "audience.locales[0]"),
+        ('"en-US",', '"en-US/../../x",', "audience.locales[0]"),
+    ],
+    ids=["recommendations", "long locale", "locale with a slash"],
+)
+@pytest.mark.parametrize("command", ["validate", "plan", "run"])
+def test_a_path_too_long_names_its_key(
+    root: Path, command: str, old: str, new: str, key: str
+) -> None:
+    path = edit_campaign(root, old, new)
+    args = [command, "weekly_winddown", "--edition", EDITION, "--dry-run"][: 4 + (command == "run")]
+    message = mistake(invoke(root, *args))
+    assert f"{path}: {key}: " in message
+
+
+def test_a_reply_to_of_300000_characters_is_refused(root: Path) -> None:
+    path = edit_campaign(root, "hello@calm.example", "x" * 300_000 + "@calm.example")
+    for command in ("validate", "run"):
+        args = [command, "weekly_winddown", "--edition", EDITION, "--dry-run"]
+        message = mistake(invoke(root, *args[: 4 + (command == "run")]))
+        assert f"{path}: sender.reply_to: at most 254 character(s)" in message
+        assert len(message) < 1000
+
+
+def test_a_subject_too_long_for_a_header_names_the_strings_file(root: Path) -> None:
+    strings = root / "templates" / "weekly_winddown" / "strings" / "en-US.toml"
+    text = strings.read_text()
+    strings.write_text(text.replace('subject = "', 'subject = "' + "x" * 1000, 1))
+    message = mistake(invoke(root, "validate", "weekly_winddown", "--edition", EDITION))
+    assert f"{strings}: subject: 10" in message and "at most 998" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://calm:hunter2@127.0.0.1/db",
+        "mysql+pymysql://calm:hunter2@db/x",
+        "oracle://calm:hunter2@db/x",
+        "calm:hunter2@127.0.0.1/db",
+        "postgresql+asyncpg://calm:hunter2@db/x",
+    ],
+)
+def test_an_unsupported_database_url_names_the_variable_and_the_schemes(
+    root: Path, url: str
+) -> None:
+    result = invoke(root, "history", "weekly_winddown", env={"CALM_MAIL_DATABASE_URL": url})
+    message = mistake(result)
+    assert "CALM_MAIL_DATABASE_URL: unsupported database URL" in message
+    assert "sqlite" in message and "postgresql" in message
+    assert "hunter2" not in result.output
+
+
+def test_plan_explain_of_an_unknown_user_is_a_mistake(root: Path) -> None:
+    args = ["plan", "weekly_winddown", "--edition", EDITION, "--explain", "nobody[x]"]
+    message = mistake(invoke(root, *args))
+    assert f"user 'nobody[x]' is not in the audience of weekly_winddown {EDITION}" in message
+    assert str(root / "data" / "demo" / "users.csv") in message
+
+
+def test_plan_explain_of_a_known_user_still_explains(root: Path) -> None:
+    with (root / "data" / "demo" / "users.csv").open(newline="") as fh:
+        user = next(csv.DictReader(fh))["USER_ID"]
+    output = ok(invoke(root, "plan", "weekly_winddown", "--edition", EDITION, "--explain", user))
+    assert output.startswith(f"user {user}: ")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--grace", "1e300"),
+        ("--grace", "nan"),
+        ("--reconcile-after", "1e300"),
+        ("--reconcile-after", "nan"),
+        ("--max-rate", "nan"),
+        ("--max-rate", "inf"),
+    ],
+)
+def test_absurd_numbers_on_the_run_command_line(root: Path, option: str, value: str) -> None:
+    args = ["run", "weekly_winddown", "--edition", EDITION, "--dry-run", option, value]
+    assert option in mistake(invoke(root, *args))
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "x" * 300 + ".toml", "/tmp/" + "x" * 300 + ".toml"])
+def test_a_campaign_name_too_long_for_a_file_name(root: Path, name: str) -> None:
+    message = mistake(invoke(root, "validate", name))
+    assert message.startswith(f"calm-mail: no campaign {name!r}")
+    assert "File name too long" in message
+
+
+def test_an_outbox_name_too_long_is_a_mistake(root: Path, tmp_path: Path) -> None:
+    outbox = tmp_path / ("o" * 300)
+    args = ["run", "weekly_winddown", "--edition", EDITION, "--dry-run", "--outbox", str(outbox)]
+    assert "File name too long" in mistake(invoke(root, *args))
+
+
+@pytest.mark.parametrize("out", ["p" * 300 + ".jsonl", "p" * 300 + "/plan.jsonl"])
+def test_a_plan_out_name_too_long_is_a_mistake(root: Path, tmp_path: Path, out: str) -> None:
+    args = ["plan", "weekly_winddown", "--edition", EDITION, "--out", str(tmp_path / out)]
+    message = mistake(invoke(root, *args))
+    assert str(tmp_path) in message and "File name too long" in message
+
+
+def test_the_exit_codes_are_one_table() -> None:
+    assert [int(code) for code in errors.ExitCode] == [0, 1, 2, 3]
+    assert errors.LockHeld("x").exit_code == errors.ExitCode.BUSY
+    for mistake_type in (errors.UsageError, errors.RenderError):
+        assert mistake_type("x").exit_code == errors.ExitCode.MISTAKE
+    assert errors.ConfigError("x").exit_code == errors.InputError("x").exit_code == 2
+    assert errors.PreflightError("x").exit_code == errors.ExitCode.FAILED
+
+
+def test_help_lists_every_exit_code(tmp_path: Path) -> None:
+    output = ok(invoke(tmp_path, "--help"))
+    for code in errors.ExitCode:
+        assert f"  {int(code)}  {code.meaning}" in output
+    assert "3  another process holds the edition's lock" in output
+
+
+def test_an_unusable_path_from_any_stage_is_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(RAISED, "toolong", OSError(36, "File name too long", "/x" * 200))
+    monkeypatch.setitem(cli.COMMANDS, "raiser", "tests.test_cli:raiser")
+    result = invoke(tmp_path, "raiser", "toolong")
+    assert result.exit_code == 2 and "File name too long" in result.stderr
+    monkeypatch.setitem(RAISED, "disk", OSError(5, "Input/output error"))
+    assert not isinstance(invoke(tmp_path, "raiser", "disk").exception, SystemExit)
+
+
+# ----------------------------------------------------------------------------- fuzz (#16)
+# Junk values at any key of the shipped campaign, through `validate` and `plan`: exit 0 or 2,
+# never a traceback, and a mistake names the campaign file and a key (or another file).
+
+
+class RawToml(str):
+    """A TOML literal written as is (an integer Python will not print: past 4,300 digits)."""
+
+
+def toml_literal(value: object) -> str:
+    """`value` as a TOML inline value (a tiny writer: the standard library only reads TOML)."""
+    if isinstance(value, RawToml):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()  # JSON's escapes are TOML's; NUL becomes \u0000
+    if isinstance(value, float):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(value), repr(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{orjson.dumps(str(k)).decode()} = {toml_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return value.isoformat()  # type: ignore[attr-defined]  # date, time, datetime
+
+
+def campaign_toml(data: Mapping[str, object]) -> str:
+    return "".join(f"{key} = {toml_literal(value)}\n" for key, value in data.items())
+
+
+SHIPPED_CAMPAIGN = tomllib.loads((REPO / "campaigns" / "weekly_winddown.toml").read_text())
+
+
+def _leaves(node: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _leaves(v, (*path, k))]
+    if isinstance(node, list) and node and isinstance(node[0], dict):
+        return [p for i, v in enumerate(node) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+LEAVES = _leaves(SHIPPED_CAMPAIGN)
+_LONG_PART = "x" * 300
+JUNK_VALUES = st.one_of(
+    st.text(min_size=250, max_size=3000),
+    st.text(max_size=20).map(lambda s: s + "\x00" + s),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from([3_000_000, 2**63, -1, 0, 3651, 10**20]),
+    st.integers(4301, 6000).map(lambda n: RawToml("9" * n)),
+    st.sampled_from(["{root}/" + _LONG_PART, "{root}/data/" + _LONG_PART + "/", "/" * 5000]),
+    st.sampled_from([float("nan"), float("inf"), 1e308, -0.0, True, [], {}, [[1]], {"a": 1}]),
+    st.sampled_from(["x" * 300_000 + "@calm.example", "a\r\nBcc: x@example.com", "../" * 100]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    where=st.sampled_from(LEAVES),
+    junk=JUNK_VALUES,
+    command=st.sampled_from(["validate", "plan"]),
+)
+def test_junk_campaign_values_are_exit_0_or_a_named_mistake(
+    root: Path, where: tuple[str | int, ...], junk: object, command: str
+) -> None:
+    data = copy.deepcopy(SHIPPED_CAMPAIGN)
+    node = data
+    for part in where[:-1]:
+        node = node[part]
+    node[where[-1]] = junk
+    path = root / "campaigns" / "weekly_winddown.toml"
+    path.write_text(campaign_toml(data), encoding="utf-8")
+    result = invoke(root, command, "weekly_winddown", "--edition", EDITION)
+    if result.exit_code == 0 and result.exception is None:
+        return
+    message = mistake(result)
+    key = ".".join(str(part) for part in where if isinstance(part, str))
+    named = (str(root), key, junk[:40] if isinstance(junk, str) and junk.strip() else str(root))
+    assert any(name in message for name in named), message[:500]  # a file, a key or a path
+    assert len(message) < 20_000  # a 300,000-character value is never echoed whole

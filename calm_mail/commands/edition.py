@@ -7,6 +7,7 @@ code.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import asdict, is_dataclass
@@ -78,12 +79,18 @@ def plan(
     camp = open_campaign(ctx, campaign)
     with open_ledger(ctx) as ledger:
         result = plan_only(camp, edition, ledger, explain=explain_user)
+    if explain_user is not None and explain_user in result.absent:
+        audience = camp.input_path("audience", edition)
+        raise UsageError(
+            f"--explain {explain_user!r}: user {explain_user!r} is not in the audience of "
+            f"{camp.name} {edition} ({audience})"
+        )
     to_stdout = out is not None and str(out) == "-"  # then the rest goes to stderr
     shown = Console(stderr=True) if to_stdout else console
     if out is not None:
         output.write_plan(result, out)
-    if explain_user:
-        shown.print(output.explain(result, explain_user))
+    if explain_user is not None:
+        shown.print(output.explain(result, explain_user), markup=False)
         return
     if as_json:
         text = orjson.dumps(_jsonable(result.summary), option=orjson.OPT_INDENT_2).decode()
@@ -103,6 +110,20 @@ def _jsonable(obj: object) -> Any:
     return obj
 
 
+# The longest --reconcile-after or --grace that makes sense (and that timedelta holds).
+_A_WEEK_S = 7 * 86400.0
+
+
+class _Finite(click.FloatRange):
+    """A FloatRange that also refuses nan (which every comparison lets through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 @click.command()
 @click.argument("campaign")
 @edition_option
@@ -119,19 +140,19 @@ def _jsonable(obj: object) -> Any:
     help="With --dry-run: compose everyone, write N .eml files (spread over arms and locales).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Send at most N in this run.")
-@click.option("--max-rate", type=click.FloatRange(min=0.1), help="Sends per second ceiling.")
+@click.option("--max-rate", type=_Finite(min=0.1, max=100_000), help="Sends per second ceiling.")
 @click.option("--concurrency", type=click.IntRange(1, 512), help="Requests in flight at most.")
 @click.option("--shard", metavar="K/N", help="Only users of shard K of N (N divides 1024).")
 @click.option(
     "--reconcile-after",
-    type=click.FloatRange(min=0),
+    type=_Finite(min=0, max=_A_WEEK_S),
     default=300.0,
     show_default=True,
     help="Seconds before a claimed row counts as abandoned.",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=_Finite(min=0, max=_A_WEEK_S),
     default=1800.0,
     show_default=True,
     help="Seconds without a webhook event before an abandoned row is resent.",

@@ -29,7 +29,7 @@ from typing import Any
 import jinja2
 from mjml import mjml2html
 
-from calm_mail.campaign import read_toml
+from calm_mail.campaign import MAX_HEADER_TEXT, is_one_line, read_toml
 from calm_mail.errors import ConfigError, RenderError
 
 LAYOUT = "layout.mjml"
@@ -206,13 +206,37 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str
     return out
 
 
+# The strings that become header lines (Subject) or the inbox preview text.
+HEADER_STRINGS = ("subject", "preheader")
+
+
 def load_strings(directory: Path, locale: str) -> LocaleStrings:
-    """Read `strings/<locale>.toml`. ConfigError (file: what) when missing or not TOML."""
+    """Read `strings/<locale>.toml`. ConfigError (file: what) when missing, unreadable (a
+    locale too long for a file name), not TOML, or when a header string is not one line of
+    at most MAX_HEADER_TEXT characters."""
     path = directory / STRINGS / f"{locale}.toml"
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as exc:  # ENAMETOOLONG and the like: exists() hides only "not found"
+        raise ConfigError(f"{path}: no strings for locale {locale!r}: {exc.strerror}") from exc
+    if not found:
         raise ConfigError(f"{path}: no strings for locale {locale!r}")
     values = read_toml(path)
+    problems = [_header_problem(path, key, values.get(key)) for key in HEADER_STRINGS]
+    if any(problems):
+        raise ConfigError([p for p in problems if p])
     return LocaleStrings(locale=locale, path=path, values=values)
+
+
+def _header_problem(path: Path, key: str, value: object) -> str | None:
+    """Why the string `key` cannot be a header line, or None (absent is `get`'s business)."""
+    if not isinstance(value, str):
+        return None if value is None else f"{path}: {key}: must be a string"
+    if len(value) > MAX_HEADER_TEXT:
+        return f"{path}: {key}: {len(value)} characters; at most {MAX_HEADER_TEXT} (RFC 5322)"
+    if not is_one_line(value):
+        return f"{path}: {key}: must be one line of printable text (no control characters)"
+    return None
 
 
 # --------------------------------------------------------------------------- compiled set

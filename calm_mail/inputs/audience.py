@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 
 from calm_mail.inputs import tables
-from calm_mail.inputs.tables import Row
+from calm_mail.inputs.tables import BadField, Row
 from calm_mail.records import SkipCounter, User
 
 COLUMNS = (
@@ -31,12 +31,17 @@ COLUMNS = (
     "LAST_ACTIVE_AT",
 )
 LEVELS = frozenset({"beginner", "intermediate", "advanced"})
+# The longest value each text column may hold: an address in a mail path (RFC 5321), and the
+# ledger's columns for the others. Past it the row is bad (`long_<column>`), never truncated.
+MAX_LENGTHS = {"USER_ID": 200, "EMAIL": 254, "LOCALE": 32, "TIMEZONE": 64}
 
 
 def iter_audience(path: str, *, skips: SkipCounter) -> Iterator[User]:
     """Stream every good user row; count bad ones in `skips` with ``file:line``.
 
-    Reasons: ``empty_user_id``, ``bad_preferred_hour`` (not 0-23), ``bad_tenure_days``,
+    Reasons: ``empty_user_id``, ``long_user_id``, ``long_email``, ``long_locale``,
+    ``long_timezone`` (past MAX_LENGTHS), ``nul_in_<column>`` (a NUL character, which no
+    header or PostgreSQL column takes), ``bad_preferred_hour`` (not 0-23), ``bad_tenure_days``,
     ``bad_level``, ``bad_is_kids_profile``, ``bad_email_opt_in``, ``bad_last_active_at``,
     ``short_row``, ``bad_csv``, ``duplicate_user`` (the first row wins). A missing column or an
     unreadable file raises `InputError`.
@@ -57,10 +62,10 @@ def _user(row: Row) -> User:
     audience holds one str object per distinct value rather than one per user.
     """
     return User(
-        user_id=tables.text(row, "USER_ID", required=True),
-        email=tables.text(row, "EMAIL"),
-        locale=sys.intern(tables.text(row, "LOCALE")),
-        timezone=sys.intern(tables.text(row, "TIMEZONE")) or None,
+        user_id=_bounded(row, "USER_ID", required=True),
+        email=_bounded(row, "EMAIL"),
+        locale=sys.intern(_bounded(row, "LOCALE")),
+        timezone=sys.intern(_bounded(row, "TIMEZONE")) or None,
         preferred_hour=tables.optional_integer(row, "PREFERRED_HOUR", low=0, high=23),
         country=sys.intern(tables.text(row, "COUNTRY").upper()),
         tenure_days=tables.integer(row, "TENURE_DAYS", low=0),
@@ -70,3 +75,13 @@ def _user(row: Row) -> User:
         email_opt_in=tables.boolean(row, "EMAIL_OPT_IN"),
         last_active_at=tables.instant(row, "LAST_ACTIVE_AT", optional=True),
     )
+
+
+def _bounded(row: Row, column: str, *, required: bool = False) -> str:
+    """`tables.text`, refusing a value longer than MAX_LENGTHS[column] or holding a NUL."""
+    value = tables.text(row, column, required=required)
+    if len(value) > MAX_LENGTHS[column]:
+        raise BadField(f"long_{column.lower()}")
+    if "\x00" in value:
+        raise BadField(f"nul_in_{column.lower()}")
+    return value

@@ -18,7 +18,7 @@ from collections.abc import Container, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from calm_mail.errors import InputError
+from calm_mail.errors import InputError, toml_problem
 from calm_mail.inputs.sources import READ_ERRORS, open_source, read_error
 from calm_mail.records import EditorialPicks
 
@@ -58,9 +58,13 @@ def _load(path: str, edition: str) -> dict[str, Any]:
     except READ_ERRORS as exc:
         raise read_error(exc, path) from exc
     try:
-        return tomllib.loads(data.decode("utf-8-sig"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", path=path) from exc
+    try:
+        return tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: TOMLDecodeError and huge ints
+        raise InputError(toml_problem(exc, text), path=path) from None
 
 
 def _picks(

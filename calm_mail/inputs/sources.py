@@ -100,8 +100,13 @@ def _open_raw(path: str) -> io.BufferedReader:
         return io.BufferedReader(_BodyReader(body), buffer_size=BUFFER_SIZE)
     try:
         return cast(io.BufferedReader, open(path, "rb", buffering=BUFFER_SIZE))
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", path=path) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise InputError(f"cannot read: {path_problem(exc)}", path=path) from exc
+
+
+def path_problem(exc: OSError | ValueError) -> str:
+    """Why a local path cannot be used, in the OS's words ("File name too long")."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def open_source(path: str) -> io.BufferedIOBase:
@@ -156,10 +161,18 @@ def list_prefix(prefix: str, suffixes: tuple[str, ...]) -> list[str]:
     A local folder is searched recursively; a local file that has a matching suffix is returned
     alone. An S3 prefix matches keys the way S3 does (``in/users`` also matches
     ``in/users_test/``), so end folder prefixes with ``/``. An empty result is not an error
-    here; a missing local folder or S3 bucket is.
+    here; a missing local folder or S3 bucket is, and so is a path the OS refuses (a name
+    too long): `InputError` naming the path.
     """
     if is_s3(prefix):
         return sorted(uri for uri in _list_s3(prefix) if uri.endswith(suffixes))
+    try:
+        return _list_local(prefix, suffixes)
+    except (OSError, ValueError) as exc:  # a name too long, a loop of links, a NUL
+        raise InputError(f"cannot list: {path_problem(exc)}", path=prefix) from exc
+
+
+def _list_local(prefix: str, suffixes: tuple[str, ...]) -> list[str]:
     root = Path(prefix)
     if root.is_file():
         return [prefix] if prefix.endswith(suffixes) else []

@@ -88,6 +88,8 @@ class PlanResult:
     # Planned users (holdout included) with a usable Personalize line; None when no arm
     # reads Personalize (there is no coverage to check then)
     personalize_covered: int | None = None
+    # Users asked to be explained whom the audience (of the shard) does not hold
+    absent: frozenset[str] = frozenset()
 
     def explain(self, user_id: str) -> UserTrace:
         trace = self.traces.get(user_id)
@@ -153,7 +155,8 @@ def plan_edition(
         skips={k: v.as_dict() for k, v in inputs.skips.items()},
         warnings=_warnings(deliveries, ctx, inputs, now),
     )
-    for user_id in traced - set(traces):
+    absent = frozenset(traced - set(traces))
+    for user_id in absent:
         traces[user_id] = UserTrace(
             user_id=user_id, outcome="not in the audience" + (" of this shard" if shard else "")
         )
@@ -163,6 +166,7 @@ def plan_edition(
         summary=summary,
         catalog=inputs.catalog,
         traces=traces,
+        absent=absent,
         new_assignments=fresh,
         personalize_covered=(
             None if covered is None else sum(1 for d in deliveries if d.user_id in covered)

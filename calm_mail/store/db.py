@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from calm_mail.errors import ConfigError
+
 CHUNK = 5000  # rows per executemany batch
 # Each SQLite commit syncs the WAL to disk: the receiver answers 2xx, and the engine counts a
 # row as sent, only after its transaction would survive a power loss (see the module docstring).
@@ -38,12 +40,32 @@ IN_CHUNK = 1000  # values per IN (...) list
 T = TypeVar("T")
 
 
+# The ledger's databases, by URL scheme: SQLite, and PostgreSQL through psycopg 3.
+SUPPORTED_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+
+
 def normalize_url(url: str) -> str:
-    """Pick psycopg 3 for PostgreSQL URLs written the usual way."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+    """The URL SQLAlchemy opens for `url`: psycopg 3 for PostgreSQL URLs written the usual way.
+
+    Raises ConfigError naming CALM_MAIL_DATABASE_URL and the supported schemes when the scheme
+    is none of SUPPORTED_SCHEMES (mysql://, a typo, no scheme at all). The message shows the
+    scheme only, never the rest of the URL (which may hold a password).
+    """
+    scheme, separator, rest = url.partition("://")
+    target = SUPPORTED_SCHEMES.get(scheme.lower()) if separator else None
+    if target is None:
+        shown = f"scheme {scheme[:40]!r}" if separator and "@" not in scheme else "no scheme"
+        raise ConfigError(
+            f"CALM_MAIL_DATABASE_URL: unsupported database URL ({shown}); supported: "
+            "sqlite (sqlite:///path.db) and postgresql (postgresql://user@host/db)"
+        )
+    return f"{target}://{rest}"
 
 
 def default_url(root: Path | None = None) -> str:

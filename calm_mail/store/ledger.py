@@ -55,6 +55,8 @@ class Ledger:
         target = url or default_url(root)
         try:
             ledger = cls(make_engine(target))
+        except ConfigError:  # normalize_url's: an unsupported scheme, named
+            raise
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
             raise ConfigError(
                 f"CALM_MAIL_DATABASE_URL: {hidden(target)!r} is not a database "

@@ -345,3 +345,32 @@ def test_junk_files_are_read_row_by_row_with_every_skip_at_a_line_of_the_file(
         for where in places:
             found = place.fullmatch(where)
             assert found and 2 <= int(found[1]) <= max(lines, 2), where
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("EMAIL", "a" * 243 + "@example.com", "skip: long_email"),  # 255 characters
+        ("EMAIL", "a" * 242 + "@example.com", "email='aaa"),  # 254: RFC 5321's limit
+        ("EMAIL", "x" * 100_000 + "@example.com", "skip: long_email"),  # under csv's limit
+        ("EMAIL", "a\x00b@example.com", "skip: nul_in_email"),
+        ("USER_ID", "u" * 201, "skip: long_user_id"),
+        ("USER_ID", "u\x00", "skip: nul_in_user_id"),
+        ("LOCALE", "en-" + "x" * 300, "skip: long_locale"),
+        ("TIMEZONE", "Europe/" + "x" * 300, "skip: long_timezone"),
+    ],
+)
+def test_oversize_or_nul_text_is_a_bad_row_by_reason(
+    tmp_path: Path, field: str, value: str, expected: str
+) -> None:
+    row = [*USUAL_USER, "true", "2026-11-20T08:00:00Z"]
+    row[AUDIENCE_COLUMNS.index(field)] = value
+    path = tmp_path / "users.csv"
+    with path.open("w", newline="") as out:
+        csv.writer(out).writerows([AUDIENCE_COLUMNS, row])
+    skips = SkipCounter()
+    users = list(iter_audience(str(path), skips=skips))
+    got = repr(users[0]) if users else f"skip: {next(iter(skips.counts))}"
+    assert expected in got
+    if expected.startswith("skip: "):
+        assert skips.examples[expected.removeprefix("skip: ")] == [f"{path}:2"]

@@ -66,9 +66,12 @@ def test_hash_matches_the_sdk_for_any_text(seed: str, user_id: str) -> None:
     assert fnv1a32(seed + user_id) == gb.fnv1a32(seed + user_id)
     assert gbhash(seed, user_id, 2) == gb.gbhash(seed, user_id, 2)
     assert gbhash(seed, user_id, 1) == gb.gbhash(seed, user_id, 1)
-    if seed:
+    if seed and "\x00" not in seed:  # a NUL seed is refused by the campaign (see below)
         assigner = Assigner(experiment((50, 50), seed=seed))
         assert assigner.hash(user_id) == gb.gbhash(seed, user_id, 2)
+    elif seed:  # the ledger stores the seed: PostgreSQL cannot hold a NUL (#16)
+        with pytest.raises(ValueError, match="NUL"):
+            experiment((50, 50), seed=seed)
 
 
 def test_fnv1a32_published_vectors() -> None:

@@ -329,6 +329,21 @@ def test_explain_a_user(root: Path) -> None:
     assert "not in the audience" in explain(result, "nobody")
     with pytest.raises(Exception, match="was not traced"):
         explain(result, "u002")
+    assert result.absent == {"nobody"}  # typed, for `plan --explain` to refuse (exit 2)
+
+
+def test_explain_a_user_of_another_shard(root: Path) -> None:
+    camp = e2e(root)
+    whole = plan_edition(camp, EDITION, store=MemoryStore(), now=NOW)
+    users = [d.user_id for d in whole.deliveries]
+    shard = plan_edition(
+        camp, EDITION, store=MemoryStore(), now=NOW, shard=(0, 2), explain=[*users, "nobody"]
+    )
+    planned = {d.user_id for d in shard.deliveries}
+    assert shard.absent == {"nobody", *(set(users) - planned)}
+    assert all(u not in shard.absent for u in planned)
+    outside = next(u for u in users if u not in planned)
+    assert "not in the audience of this shard" in explain(shard, outside)
 
 
 def test_bad_personalize_output_stops_the_plan(root: Path) -> None:
